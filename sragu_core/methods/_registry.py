@@ -1,0 +1,64 @@
+"""The method registry: name → (frozen config class, function).  One entry per module (STYLE §1).
+
+Every method has the signature ``fn(model, data: UnlearnData, cfg, *, seed) -> MethodResult`` and works
+on its own copy: :func:`run_method` deep-copies the input model and moves model and data to ``device``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._loop import MethodResult
+from ..data import UnlearnData
+from ..errors import ConfigError, check
+from ..registry import Registry
+
+__all__ = ["MethodSpec", "METHODS", "register", "run_method"]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    config: type
+    fn: Callable[..., MethodResult]
+
+
+METHODS: Registry[MethodSpec] = Registry("method")
+
+
+def register(name: str, config: type) -> Callable:
+    """Decorator: ``@register("agu", AGUConfig)`` on the method function."""
+    def wrap(fn: Callable[..., MethodResult]) -> Callable[..., MethodResult]:
+        METHODS.register(name, MethodSpec(name, config, fn))
+        return fn
+    return wrap
+
+
+def _check_data(data: UnlearnData) -> None:
+    check(len(data.forget) > 0, "forget_set.size", 0, "at least one sample")
+    check(len(data.retain) > 0, "forget_set.size", len(data.forget),
+          "fewer samples than the whole training set (the retain set would be empty)")
+
+
+def run_method(name: str, model: nn.Module, data: UnlearnData, cfg: Any = None, *, seed: int,
+               device: torch.device | str = "cpu") -> MethodResult:
+    """Run method ``name`` on a copy of ``model``; the input model is left untouched."""
+    spec = METHODS[name]
+    cfg = spec.config() if cfg is None else cfg
+    if not isinstance(cfg, spec.config):
+        raise ConfigError(f"{name}.config", type(cfg).__name__, spec.config.__name__)
+    _check_data(data)
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise ConfigError("model.weights", "non-finite", "finite weights (the input model has NaN or inf)")
+    work = copy.deepcopy(model).to(device)
+    t0 = time.perf_counter()
+    result = spec.fn(work, data.to(device), cfg, seed=seed)
+    result.trace.wall_time_s = time.perf_counter() - t0
+    return result

@@ -1,0 +1,47 @@
+"""Fine-tuning on the retain set ("catastrophic forgetting" baseline; Golatkar et al. 2020, Warnecke 2023).
+
+A few epochs of SGD descent on CE(D_r); the forget set is never used except to record the trace.
+Touches D_r (and D_f for the per-epoch trace only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .._loop import LoopSpec, MethodResult, minibatches, run_loop, seeded
+from ..data import UnlearnData
+from ..errors import check
+from ._registry import register
+
+__all__ = ["FinetuneConfig", "finetune"]
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    lr: float = 0.01
+    momentum: float = 0.9
+    epochs: int = 2
+    batch_size: int = 64
+
+    def __post_init__(self):
+        check(self.lr > 0, "lr", self.lr, "a number > 0")
+        check(0 <= self.momentum < 1, "momentum", self.momentum, "a number in [0, 1)")
+        check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+
+
+@register("finetune", FinetuneConfig)
+def finetune(model: nn.Module, data: UnlearnData, cfg: FinetuneConfig, *, seed: int) -> MethodResult:
+    gen = seeded(seed)
+
+    def loss(m: nn.Module, batch) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(m(x), y)
+
+    spec = LoopSpec(batches=lambda epoch: minibatches(data.retain, cfg.batch_size, gen), loss=loss, lr=cfg.lr,
+                    max_epochs=cfg.epochs, momentum=cfg.momentum, monitor_split=data.forget)
+    return MethodResult(model, run_loop(model, spec))

@@ -1,0 +1,57 @@
+"""NegGrad+ (Kurmanji et al., "Towards Unbounded Machine Unlearning", NeurIPS 2023, §4 baselines).
+
+Each step pairs a forget minibatch with the next retain minibatch (retain batches cycle) and descends
+L = β·CE(D_r batch) − (1 − β)·CE(D_f batch): ascent on the forget set held in check by descent on the
+retain set.  An epoch is one pass over D_f.  Touches D_f and D_r.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .._loop import LoopSpec, MethodResult, minibatches, run_loop, seeded
+from ..data import UnlearnData
+from ..errors import check
+from ._registry import register
+
+__all__ = ["NegGradPlusConfig", "neggrad_plus"]
+
+
+@dataclass(frozen=True)
+class NegGradPlusConfig:
+    lr: float = 0.01
+    beta: float = 0.9
+    epochs: int = 5
+    batch_size: int = 64
+
+    def __post_init__(self):
+        check(self.lr > 0, "lr", self.lr, "a number > 0")
+        check(0 <= self.beta <= 1, "beta", self.beta, "a number in [0, 1]")
+        check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+
+
+@register("neggrad_plus", NegGradPlusConfig)
+def neggrad_plus(model: nn.Module, data: UnlearnData, cfg: NegGradPlusConfig, *, seed: int) -> MethodResult:
+    gen = seeded(seed)
+    retain_iter = iter(())
+
+    def batches(epoch: int):
+        nonlocal retain_iter
+        for xf, yf in minibatches(data.forget, cfg.batch_size, gen):
+            nxt = next(retain_iter, None)
+            if nxt is None:
+                retain_iter = minibatches(data.retain, cfg.batch_size, gen)
+                nxt = next(retain_iter)
+            yield xf, yf, nxt[0], nxt[1]
+
+    def loss(m: nn.Module, batch) -> torch.Tensor:
+        xf, yf, xr, yr = batch
+        return cfg.beta * F.cross_entropy(m(xr), yr) - (1 - cfg.beta) * F.cross_entropy(m(xf), yf)
+
+    spec = LoopSpec(batches=batches, loss=loss, lr=cfg.lr, max_epochs=cfg.epochs, monitor_split=data.forget)
+    return MethodResult(model, run_loop(model, spec))

@@ -1,0 +1,57 @@
+"""Random labelling (Golatkar et al. 2020; "RL" in SalUn, Fan et al. ICLR 2024).
+
+Descent on D_f with every forget label replaced by a uniformly drawn *wrong* class, redrawn each epoch:
+y' = (y + U{1, …, C−1}) mod C.  Touches D_f only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .._loop import LoopSpec, MethodResult, minibatches, run_loop, seeded
+from ..data import Split, UnlearnData
+from ..errors import check
+from ._registry import register
+
+__all__ = ["RandomLabelConfig", "random_label", "wrong_labels"]
+
+
+@dataclass(frozen=True)
+class RandomLabelConfig:
+    lr: float = 0.01
+    momentum: float = 0.0
+    epochs: int = 5
+    batch_size: int = 64
+
+    def __post_init__(self):
+        check(self.lr > 0, "lr", self.lr, "a number > 0")
+        check(0 <= self.momentum < 1, "momentum", self.momentum, "a number in [0, 1)")
+        check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+
+
+def wrong_labels(y: torch.Tensor, num_classes: int, gen: torch.Generator) -> torch.Tensor:
+    """A uniformly random label different from ``y`` for every entry."""
+    shift = torch.randint(1, num_classes, (len(y),), generator=gen).to(y.device)
+    return (y + shift) % num_classes
+
+
+@register("random_label", RandomLabelConfig)
+def random_label(model: nn.Module, data: UnlearnData, cfg: RandomLabelConfig, *, seed: int) -> MethodResult:
+    gen = seeded(seed)
+
+    def batches(epoch: int):
+        relabelled = Split(data.forget.x, wrong_labels(data.forget.y, data.num_classes, gen))
+        return minibatches(relabelled, cfg.batch_size, gen)
+
+    def loss(m: nn.Module, batch) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(m(x), y)
+
+    spec = LoopSpec(batches=batches, loss=loss, lr=cfg.lr, max_epochs=cfg.epochs, momentum=cfg.momentum,
+                    monitor_split=data.forget)
+    return MethodResult(model, run_loop(model, spec))
