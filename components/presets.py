@@ -27,7 +27,8 @@ from sragu_core.training import TrainConfig
 
 from .datasets import DATASETS
 
-__all__ = ["BenchmarkConfig", "DataConfig", "EpochsConfig", "Resolved", "PRESETS", "resolve", "parse_regime"]
+__all__ = ["BenchmarkConfig", "DataConfig", "EpochsConfig", "RayConfig", "TaskResources", "Resolved", "PRESETS",
+           "resolve", "parse_regime"]
 
 
 def parse_regime(spec: str) -> ForgetConfig:
@@ -73,6 +74,38 @@ class EpochsConfig:
 
 
 @dataclass(frozen=True)
+class TaskResources:
+    """Ray resources of one task (``memory_mb`` 0 = no reservation)."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    memory_mb: int = 0
+
+    def __post_init__(self):
+        check(self.num_cpus > 0, "num_cpus", self.num_cpus, "a number > 0")
+        check(self.num_gpus >= 0, "num_gpus", self.num_gpus, "a number >= 0")
+        check(self.memory_mb >= 0, "memory_mb", self.memory_mb, "an integer >= 0 (MiB)")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """Where and how the grid runs.  ``address`` null: join RAY_ADDRESS if set (``ray job submit`` sets it),
+    else start a local instance with ``num_cpus`` CPUs (null = all)."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+    train: TaskResources = field(default_factory=TaskResources)  # originals, forget sets, golds
+    cell: TaskResources = field(default_factory=TaskResources)  # one method + its evaluation
+    max_in_flight: int = 64
+    max_retries: int = 1
+
+    def __post_init__(self):
+        check(self.num_cpus is None or self.num_cpus >= 1, "ray.num_cpus", self.num_cpus, "null or >= 1")
+        check(self.max_in_flight >= 1, "ray.max_in_flight", self.max_in_flight, "an integer >= 1")
+        check(self.max_retries >= 0, "ray.max_retries", self.max_retries, "an integer >= 0")
+
+
+@dataclass(frozen=True)
 class BenchmarkConfig:
     name: str = "custom"
     datasets: tuple[str, ...] = ("mnist_5k",)
@@ -85,6 +118,7 @@ class BenchmarkConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     epochs: EpochsConfig = field(default_factory=EpochsConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     device: str = "auto"
 
     def __post_init__(self):

@@ -1,10 +1,13 @@
-"""Run the SRAGU unlearning benchmark: train → forget set → gold retrain → unlearn → evaluate.
+"""Run the SRAGU unlearning benchmark on Ray: train → forget sets → gold retrain → unlearn → evaluate.
 
-    python pipelines/benchmark.py --preset smoke
-    python pipelines/benchmark.py --preset default --set seeds=[0,1] --set sragu.tau=2.0
+    python pipelines/benchmark.py --preset smoke                      # starts a local Ray
+    ray job submit --address http://HEAD:8265 --working-dir . -- python pipelines/benchmark.py --preset default
+    python pipelines/benchmark.py --preset default --set seeds=[0,1] --set sragu.tau=2.0 --store s3://bucket/sragu
 
-Prints and saves the resolved config first, then a methods × metrics table (means over cells).
-Bad presets, keys or values are one error line and exit code 2, before any work starts.
+Prints and saves the resolved config first; results go to the store (one Parquet per cell plus a
+consolidated table), MLflow (``MLFLOW_TRACKING_URI`` or ``<out>/mlflow.db``) and ``<out>/<run>/report``.
+Bad presets, keys, values, data folders, S3 endpoints or tracking servers are one ``error:`` line and
+exit code 2 before any work starts; exit code 1 means some cells failed (they are in the table).
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2-core BLAS oversubscription is ~100x slower (SPEC §9)
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from components.driver import preflight, run_benchmark  # noqa: E402
 from components.presets import PRESETS, resolve  # noqa: E402
-from components.runner import preflight, run_local, summary_table, write_run_header  # noqa: E402
 from sragu_core.errors import ConfigError  # noqa: E402
 
 
@@ -27,15 +31,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--preset", default="default", help=f"one of {sorted(PRESETS)}")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. seeds=[0,1] or sragu.tau=2.0 (repeatable)")
-    ap.add_argument("--out", default="runs", help="folder for run outputs (default: ./runs)")
+    ap.add_argument("--out", default="runs", help="local folder for run folders and the default MLflow db")
+    ap.add_argument("--store", default=None, help="artifact store: a folder or s3://bucket/prefix "
+                    "(default: <out>/store)")
     return ap.parse_args(argv)
 
 
-def _overrides(items: list[str]) -> dict[str, str]:
+def overrides(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ConfigError("--set", item, "KEY=VALUE, e.g. sragu.tau=2.0")
         out[key.strip()] = value.strip()
     return out
@@ -43,18 +49,15 @@ def _overrides(items: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    out = Path(args.out).resolve()
     try:
-        resolved = resolve(args.preset, _overrides(args.overrides))
-        pre = preflight(resolved)
-        run_dir = write_run_header(resolved, Path(args.out))
-        rows = run_local(resolved, run_dir, pre)
+        resolved = resolve(args.preset, overrides(args.overrides))
+        prepared = preflight(resolved, store_uri=args.store or str(out / "store"), out=out)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(summary_table(rows))
-    failed = [r for r in rows if r.get("status") == "failed"]
-    print(f"\n{len(rows)} cells, {len(failed)} failed; results in {run_dir}")
-    return 1 if failed else 0
+    code, _ = run_benchmark(prepared)
+    return code
 
 
 if __name__ == "__main__":

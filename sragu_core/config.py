@@ -46,9 +46,21 @@ def parse_value(key: str, raw: Any, tp: Any) -> Any:
                 errors.append(e.allowed)
         raise ConfigError(key, raw, " or ".join(errors) or "None")
     if origin is tuple:
-        items = json.loads(raw) if isinstance(raw, str) and raw.strip().startswith("[") else raw
-        if isinstance(items, str):
-            items = [s for s in items.split(",") if s.strip()]
+        items = raw
+        if isinstance(raw, str):
+            text = raw.strip()
+            if text.startswith("[") or text.endswith("]"):
+                if not (text.startswith("[") and text.endswith("]")):
+                    raise ConfigError(key, raw, "a list such as [a,b] or a,b")
+                try:
+                    items = json.loads(text)
+                except json.JSONDecodeError:  # unquoted words: [mlp,cnn_small]
+                    items = text[1:-1].split(",")
+                    if any(not s.strip() for s in items) and text[1:-1].strip():
+                        raise ConfigError(key, raw, "a list such as [a,b] or a,b") from None
+                    items = [s for s in items if s.strip()]
+            else:
+                items = [s for s in text.split(",") if s.strip()]
         if not isinstance(items, (list, tuple)):
             raise ConfigError(key, raw, "a list such as [a,b] or a,b")
         item_tp = args[0] if args else str
@@ -123,7 +135,12 @@ def override(cfg: Any, updates: dict[str, Any], prefix: str = "") -> Any:
             direct[head] = parse_value(path, value, hints[head])
     for head, sub in nested.items():
         direct[head] = override(getattr(cfg, head), sub, prefix=f"{prefix}.{head}" if prefix else head)
-    return dataclasses.replace(cfg, **direct)
+    try:
+        return dataclasses.replace(cfg, **direct)
+    except ConfigError as e:  # name the field as the user wrote it: sragu.tau, not tau
+        if prefix and not e.field.startswith(prefix.split(".")[0] + "."):
+            raise ConfigError(f"{prefix}.{e.field}", e.value, e.allowed) from None
+        raise
 
 
 def to_dict(cfg: Any) -> dict:

@@ -114,6 +114,7 @@ def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
 def _class_concentrated(model: nn.Module, train: Split, cfg: ForgetConfig, num_classes: int, device) -> torch.Tensor:
     c = cfg.classes[0]
     y = train.y.cpu()
+    check(bool((y == c).any()), "forget.classes", c, "a class with training points (none of this class here)")
     probs = F.softmax(_logits(model, train.x, device), 1)
     confusion = probs[y == c].mean(0)
     confusion[c] = -1.0

@@ -139,4 +139,6 @@ def reinit_(model: nn.Module, seed: int) -> nn.Module:
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, *, seed: int) -> nn.Module:
     """A freshly initialised model of ``cfg.name`` for inputs of ``input_shape`` (without batch dim)."""
     check(num_classes >= 2, "num_classes", num_classes, "an integer >= 2")
-    return reinit_(MODELS[cfg.name](cfg, tuple(input_shape), num_classes), seed)
+    with torch.random.fork_rng(devices=[]):  # module constructors draw from the global RNG
+        model = MODELS[cfg.name](cfg, tuple(input_shape), num_classes)
+    return reinit_(model, seed)

@@ -1,0 +1,168 @@
+"""The benchmark driver: preflight → header → Ray fan-out → MLflow → consolidated Parquet → report.
+
+Everything that can fail on bad input (config, data, device, store, tracking server) is checked in
+:func:`preflight`, before a file is written or Ray starts.  Cells whose ``cells/<key>.parquet`` already
+exists in the store are not run again; the consolidated table is rebuilt from the cell files, so a
+rerun gives the same table with no duplicate rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from sragu_core.config import flatten, to_dict
+from sragu_core.metrics import mean_ci
+
+from .orchestrator import Progress, init_ray, run_grid
+from .plan import Cell, code_hash, git_revision, plan_cells
+from .presets import Resolved
+from .report import write_report
+from .steps import load_splits, method_config, pick_device
+from .store import Store
+from .tasks import cell_path
+from .tracking import Tracker, alpha_omega_figure, resolve_tracking_uri
+
+__all__ = ["Prepared", "preflight", "run_benchmark", "summary_table", "package_versions"]
+
+_PACKAGES = ("torch", "numpy", "scikit-learn", "scipy", "ray", "mlflow", "weightwatcher", "pyarrow", "boto3")
+SUMMARY_COLS = ("forget_acc", "test_acc", "kl_to_gold", "pd", "mia_gap", "avg_gap", "rte", "method_time_s")
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for p in _PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = "absent"
+    return out
+
+
+@dataclass
+class Prepared:
+    resolved: Resolved
+    store: Store
+    tracker: Tracker
+    datasets: dict
+    out: Path
+
+
+def preflight(resolved: Resolved, *, store_uri: str, out: Path) -> Prepared:
+    """Validate every input that can be wrong, writing nothing; raises ConfigError with one clear line."""
+    pick_device(resolved.bench.device)
+    store = Store(store_uri)
+    store.check()
+    tracker = Tracker(resolve_tracking_uri(out), f"sragu-{resolved.bench.name}", artifact_root=out / "mlartifacts")
+    tracker.check()
+    datasets = {name: load_splits(name, resolved.bench) for name in resolved.bench.datasets}
+    return Prepared(resolved, store, tracker, datasets, out)
+
+
+def _cell_params(cell: Cell, resolved: Resolved) -> dict:
+    """The cell's resolved inputs, flattened: method config, forget config, recipe, data, model."""
+    bench = resolved.bench
+    return flatten({cell.method: to_dict(cell.method_cfg), "forget": to_dict(cell.forget),
+                    "train": to_dict(bench.train_for(cell.model)), "data": to_dict(bench.data),
+                    "model": to_dict(bench.model), "dataset": cell.dataset, "seed": cell.seed})
+
+
+def run_benchmark(p: Prepared, *, extra: dict | None = None) -> tuple[int, Path]:
+    """Run the grid; returns (exit code, run folder).  Exit code 1 when any cell failed."""
+    resolved, bench = p.resolved, p.resolved.bench
+    code, rev = code_hash(), git_revision()
+    header = {"config": resolved.as_dict(), "code_version": code, "git_revision": rev,
+              "packages": package_versions(), "store": p.store.uri, "tracking_uri": p.tracker.tracking_uri}
+    print(json.dumps(header, indent=2), flush=True)
+    run_dir = p.out / f"{bench.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True, exist_ok=False)
+    (run_dir / "config.json").write_text(json.dumps(header, indent=2))
+
+    cells = plan_cells(resolved, method_config)
+    todo = [c for c in cells if not p.store.exists(cell_path(c.key))]
+    extra = {"code_version": code, "git_revision": rev, **(extra or {})}
+    parent = p.tracker.start_parent(run_dir.name, header, {"benchmark": bench.name, "code_version": code,
+                                                           "git_revision": rev, "store": p.store.uri})
+    progress = Progress(total=len(cells), cached=len(cells) - len(todo))
+    print(f"{len(cells)} cells: {len(todo)} to run, {len(cells) - len(todo)} already in {p.store.uri}", flush=True)
+
+    def on_result(cell: Cell, result: dict) -> None:
+        row = result["row"]
+        if p.tracker.find_cell(cell.key) and row["status"] == "ok":
+            return
+        tags = {k: str(row.get(k)) for k in ("method", "dataset", "model", "regime", "seed", "cell_key",
+                                             "code_version", "stop_reason")}
+        tables = {"alpha_omega": result["alpha_omega"]} if result["alpha_omega"] else None
+        figures = {"alpha_omega.png": alpha_omega_figure(result["alpha_omega"])} if result["alpha_omega"] else None
+        if row["status"] == "failed":
+            tags["error"] = row["error"]
+        p.tracker.log_cell(parent, cell.key, f"{cell.method}/{cell.forget.label()}/s{cell.seed}",
+                           params=_cell_params(cell, resolved), metrics=row, tags=tags, tables=tables, figures=figures,
+                           status="FINISHED" if row["status"] == "ok" else "FAILED")
+
+    failed_rows: list[dict] = []
+    if todo:
+        where = init_ray(resolved)
+        print(f"ray: {where}", flush=True)
+        try:
+            rows = run_grid(resolved, todo, p.store, p.datasets, extra, on_result, progress)
+        finally:
+            ray.shutdown()
+        failed_rows = [r for r in rows if r["status"] == "failed"]
+
+    table = consolidate(p.store, cells, failed_rows)
+    table_key = f"tables/{bench.name}.parquet"
+    pq.write_table(table, run_dir / "results.parquet")
+    p.store.put_bytes(table_key, (run_dir / "results.parquet").read_bytes())
+    report = write_report(table.to_pandas(), run_dir / "report", title=f"SRAGU benchmark: {bench.name}")
+    artifacts = {"results.parquet": run_dir / "results.parquet", "report.md": report}
+    artifacts.update({f"report/{f.name}": f for f in sorted((run_dir / "report").glob("*.png"))})
+    rows = table.to_pylist()
+    ok = [r for r in rows if r.get("status") == "ok"]
+    p.tracker.finish_parent(parent, artifacts=artifacts, metrics={"cells_ok": len(ok), "cells_failed": len(failed_rows),
+                                                                 "cells_cached": progress.cached},
+                            status="FAILED" if failed_rows else "FINISHED")
+    print(summary_table(rows))
+    print(f"\n{len(rows)} cells ({len(ok)} ok, {len(failed_rows)} failed, {progress.cached} cached)\n"
+          f"table:  {run_dir / 'results.parquet'}  (and {p.store.uri}/{table_key})\n"
+          f"report: {report}\n"
+          f"mlflow: mlflow ui --backend-store-uri {p.tracker.tracking_uri}   (or: make mlflow-ui)")
+    return (1 if failed_rows else 0), run_dir
+
+
+def consolidate(store: Store, cells: list[Cell], failed_rows: list[dict]) -> pa.Table:
+    """The grid's table: every finished cell file once, plus this invocation's failed cells."""
+    keys = [cell_path(c.key) for c in cells if store.exists(cell_path(c.key))]
+    table = store.read_table(keys) if keys else pa.table({})
+    if failed_rows:
+        failed = pa.Table.from_pylist(failed_rows)
+        table = pa.concat_tables([table, failed], promote_options="default") if keys else failed
+    return table
+
+
+def summary_table(rows: list[dict], cols: tuple[str, ...] = SUMMARY_COLS) -> str:
+    """Per regime, methods × metrics: mean ± 95% CI half-width over the ok cells (seeds, models, datasets)."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    blocks = []
+    for regime in dict.fromkeys(r["regime"] for r in ok):
+        lines = [f"{regime}".ljust(22) + "".join(c.rjust(15) for c in cols)]
+        in_regime = [r for r in ok if r["regime"] == regime]
+        for m in dict.fromkeys(r["method"] for r in in_regime):
+            cells = []
+            for c in cols:
+                vals = [float(r[c]) for r in in_regime if r["method"] == m and r.get(c) is not None]
+                mean, _, lo, hi = mean_ci(vals) if vals else (math.nan,) * 4
+                half = (hi - lo) / 2 if not math.isnan(hi) else math.nan
+                cells.append((f"{mean:.3f}" + (f"±{half:.3f}" if half > 0 else "")).rjust(15))
+            lines.append(f"  {m}".ljust(22) + "".join(cells))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)

@@ -1,0 +1,396 @@
+"""MLflow tracking for the benchmark (SPEC §8), called from the driver process only.
+
+Layout: one experiment per benchmark, named after it (``sragu-smoke``); one *parent* run per invocation
+holding the resolved config (params + ``config.json``), the consolidated Parquet table, the report and
+its plots; one *child* run per cell (dataset × model × seed × regime × method) tagged
+``mlflow.parentRunId`` so the UI nests it, with the flattened method config as params, the §6 metrics,
+tags (method, dataset, model, regime, seed, cell key, code version) and artifacts (α/ω table + plot).
+
+Why only the driver logs: the default backend is one SQLite file, and SQLite takes one writer at a time
+(a dozen Ray workers committing at once get "database is locked"); workers may also run on machines that
+cannot see the driver's disk or reach the tracking server.  Workers return plain dicts; the driver logs
+them here, so MLflow holds exactly what the Parquet store holds.
+
+Rerunning a benchmark never duplicates a cell: :meth:`Tracker.find_cell` looks a cell key up, and
+:meth:`Tracker.log_cell` soft-deletes any earlier run of the same key once the new one is written
+(the newest result wins; ``mlflow runs restore --run-id ...`` brings an old one back).
+
+Open the UI on the default store (from the repository root)::
+
+    mlflow ui --backend-store-uri sqlite:///runs/mlflow.db
+
+or set ``MLFLOW_TRACKING_URI=http://host:5000`` to log to a server instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import numbers
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from sragu_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["Tracker", "alpha_omega_figure", "default_tracking_uri", "flatten", "resolve_tracking_uri"]
+
+_MAX_PARAM_VAL, _MAX_TAG_VAL, _PARAMS_PER_BATCH, _METRICS_PER_BATCH = 6000, 8000, 100, 1000
+_STATUSES = ("FINISHED", "FAILED", "KILLED")
+_ENV = "MLFLOW_TRACKING_URI"
+
+
+def default_tracking_uri(run_root: Path) -> str:
+    """``sqlite:///<abs run_root>/mlflow.db`` — MLflow 3.17 refuses the old ``./mlruns`` file store."""
+    return f"sqlite:///{Path(run_root).resolve() / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(run_root: Path) -> str:
+    """``$MLFLOW_TRACKING_URI`` when set (a server), else the local SQLite file under ``run_root``."""
+    return os.environ.get(_ENV) or default_tracking_uri(run_root)
+
+
+def flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts (and dataclasses) → one level with dotted keys: ``{"train": {"lr": 0.1}}`` → ``train.lr``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            v = dataclasses.asdict(v)
+        sub = flatten(v, key + ".") if isinstance(v, Mapping) and v else {key: v}
+        for sk, sv in sub.items():
+            if sk in out:  # {"a.b": 1, "a": {"b": 2}} — MLflow would reject the whole batch
+                raise ValueError(f"flattened key {sk!r} occurs twice; rename one of them")
+            out[sk] = sv
+    return out
+
+
+class Tracker:
+    """One benchmark's experiment on one tracking store; every call is a plain :class:`MlflowClient` call.
+
+    Nothing touches the store until :meth:`check` or :meth:`start_parent`, so a Tracker pointed at an
+    unreachable server can be built during config parsing without side effects.
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None):
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+        self._sqlite = _sqlite_path(tracking_uri)
+        # A server chooses its own artifact store (mlflow-artifacts:/ proxy); a SQLite backend would
+        # otherwise put artifacts in ./mlruns of whatever directory the driver was started from.
+        root = artifact_root if artifact_root is not None else (
+            self._sqlite.parent / "mlartifacts" if self._sqlite else None)
+        self.artifact_location = Path(root).resolve().as_uri() if root is not None else None
+        self._experiment_id: str | None = None
+
+    @cached_property
+    def client(self) -> MlflowClient:
+        if self._sqlite:  # for SQLite, MlflowClient() itself opens (and migrates) the database file
+            self._sqlite.parent.mkdir(parents=True, exist_ok=True)
+        return MlflowClient(tracking_uri=self.tracking_uri)
+
+    # ------------------------------------------------------------------ checks before any work
+    def check(self) -> None:
+        """Fail in seconds, with one line naming MLFLOW_TRACKING_URI, if the store cannot be used."""
+        what = "a writable SQLite file" if self._sqlite else "a reachable MLflow tracking server"
+        try:
+            with _fail_fast():
+                self.client.search_experiments(max_results=1)
+                exp = self.client.get_experiment_by_name(self.experiment)
+        except Exception as e:  # noqa: BLE001 — any failure here means "this store is unusable"
+            raise ConfigError(_ENV, _redact(self.tracking_uri), f"{what} ({_short_reason(e)})") from None
+        if exp is not None and exp.lifecycle_stage == "deleted":
+            raise ConfigError("experiment", self.experiment,
+                              f"an active experiment (it was deleted: `mlflow experiments restore -x "
+                              f"{exp.experiment_id}` or pick another benchmark name)")
+
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                self._experiment_id = self.client.create_experiment(
+                    self.experiment, artifact_location=self.artifact_location)
+            elif exp.lifecycle_stage == "deleted":
+                raise ConfigError("experiment", self.experiment, "an active experiment (restore or rename it)")
+            else:
+                self._experiment_id = exp.experiment_id
+        return self._experiment_id
+
+    # ------------------------------------------------------------------ parent run
+    def start_parent(self, run_name: str, config: dict, tags: dict) -> str:
+        """Create the invocation's run; log the flattened config as params and as ``config.json``."""
+        flat = _params(config)  # a bad config fails here, before a run exists
+        run = self.client.create_run(self.experiment_id(), run_name=run_name,
+                                     tags={**_tag_values(tags), "sragu.role": "parent"})
+        run_id = run.info.run_id
+        with self._fail_run_on_error(run_id):
+            self._log_params(run_id, flat)
+            self.client.log_dict(run_id, _jsonable(config), "config.json")
+        return run_id
+
+    def finish_parent(self, parent_id: str, *, artifacts: dict[str, Path] | None = None,
+                      metrics: dict | None = None, status: str = "FINISHED") -> None:
+        """Log files (key = path inside the run, e.g. ``"plots/alpha.png"``) and summary metrics, then end."""
+        _check_status(status)
+        missing = [str(p) for p in (artifacts or {}).values() if not Path(p).exists()]
+        if missing:  # before logging anything: never a half-logged parent
+            raise FileNotFoundError(f"artifacts to log do not exist: {missing}")
+        with self._fail_run_on_error(parent_id):
+            nums, strings, _ = _split_metrics(metrics or {})
+            self._log_metrics(parent_id, nums)
+            for k, v in strings.items():
+                self.client.set_tag(parent_id, k, v)
+            for dest, path in (artifacts or {}).items():
+                self._log_file(parent_id, Path(path), PurePosixPath(dest))
+        self.client.set_terminated(parent_id, status=status)
+
+    # ------------------------------------------------------------------ cells
+    def find_cell(self, cell_key: str) -> str | None:
+        """The newest active child run of this experiment whose ``sragu.cell_key`` is ``cell_key``."""
+        ids = self._cell_runs(cell_key)
+        return ids[0] if ids else None
+
+    def log_cell(self, parent_id: str, cell_key: str, run_name: str, params: dict, metrics: dict, tags: dict,
+                 tables: dict[str, list[dict]] | None = None, figures: dict[str, Figure] | None = None,
+                 status: str = "FINISHED") -> str:
+        """One finished (or failed: ``status="FAILED"`` and an ``error`` tag) cell as a child run.
+
+        Metrics keep only finite numbers (bools as 0/1); strings such as ``stop_reason`` become tags and
+        NaN/None are listed in the ``sragu.skipped_metrics`` tag.  Tables are logged as ``<name>.json``
+        (a list of row objects, NaN → null), figures as ``<name>.png`` and then closed.  Earlier runs
+        of the same cell key are soft-deleted once this one is written.
+        """
+        try:
+            _check_status(status)
+            earlier = self._cell_runs(cell_key)
+            flat, (nums, strings, skipped) = _params(params), _split_metrics(metrics)
+            run_tags = {**_tag_values(strings), **_tag_values(tags), "mlflow.parentRunId": parent_id,
+                        "sragu.cell_key": cell_key, "sragu.role": "cell"}
+            if skipped:
+                run_tags["sragu.skipped_metrics"] = ",".join(skipped)
+            if earlier:
+                run_tags["sragu.replaces"] = ",".join(earlier)
+            run = self.client.create_run(self.experiment_id(), run_name=run_name, tags=run_tags)
+            run_id = run.info.run_id
+            with self._fail_run_on_error(run_id):
+                self._log_params(run_id, flat)
+                self._log_metrics(run_id, nums)
+                for name, rows in (tables or {}).items():
+                    text = json.dumps(_jsonable(rows), indent=1, allow_nan=False)
+                    self.client.log_text(run_id, text, name if name.endswith(".json") else f"{name}.json")
+                for name, fig in (figures or {}).items():
+                    self.client.log_figure(run_id, fig, name if PurePosixPath(name).suffix else f"{name}.png")
+            self.client.set_terminated(run_id, status=status)
+        finally:
+            _close(figures)
+        for old in earlier:
+            self.client.delete_run(old)
+        return run_id
+
+    # ------------------------------------------------------------------ helpers
+    def _cell_runs(self, cell_key: str) -> list[str]:
+        if "'" in cell_key and '"' in cell_key:
+            raise ConfigError("cell_key", cell_key, "a key without both ' and \" (MLflow filter strings)")
+        quoted = f'"{cell_key}"' if "'" in cell_key else f"'{cell_key}'"
+        runs = self.client.search_runs(
+            [self.experiment_id()], filter_string=f"tags.`sragu.cell_key` = {quoted} and tags.`sragu.role` = 'cell'",
+            order_by=["attributes.start_time DESC"], max_results=100)
+        return [r.info.run_id for r in runs]
+
+    def _log_params(self, run_id: str, flat: list[Param]) -> None:
+        for i in range(0, len(flat), _PARAMS_PER_BATCH):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(run_id, params=flat[i:i + _PARAMS_PER_BATCH])
+
+    def _log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        ms = [Metric(k, v, now, 0) for k, v in metrics.items()]
+        for i in range(0, len(ms), _METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=ms[i:i + _METRICS_PER_BATCH])
+
+    def _log_file(self, run_id: str, path: Path, dest: PurePosixPath) -> None:
+        folder = None if str(dest.parent) == "." else str(dest.parent)
+        if path.is_dir():
+            self.client.log_artifacts(run_id, str(path), str(dest))
+        elif path.name == dest.name:
+            self.client.log_artifact(run_id, str(path), folder)
+        else:  # log_artifact keeps the local file name; copy so the run shows the requested one
+            with tempfile.TemporaryDirectory() as tmp:
+                renamed = Path(tmp) / dest.name
+                shutil.copyfile(path, renamed)
+                self.client.log_artifact(run_id, str(renamed), folder)
+
+    @contextmanager
+    def _fail_run_on_error(self, run_id: str) -> Iterator[None]:
+        """If logging breaks half-way, the run says FAILED with the reason instead of staying RUNNING."""
+        try:
+            yield
+        except BaseException as e:
+            try:
+                self.client.set_tag(run_id, "error", _clip(f"logging failed: {type(e).__name__}: {e}", _MAX_TAG_VAL))
+                self.client.set_terminated(run_id, status="FAILED")
+            except Exception:  # noqa: BLE001, S110 — the original error is the one to report
+                pass
+            raise
+
+
+def alpha_omega_figure(rows: list[dict]) -> Figure:
+    """Bars of α (top) and ω (bottom) per layer from an α/ω table (rows with ``name``, ``alpha``, ``omega``).
+
+    A layer whose α could not be fitted (NaN: too few eigenvalues) has no α bar and an "n/a" mark.
+    Built on ``matplotlib.figure.Figure`` directly, not pyplot: no global backend or figure registry is
+    touched (it renders with Agg when saved), and it needs no ``plt.close``.
+    """
+    from matplotlib.figure import Figure
+
+    names = [str(r.get("name", i)) for i, r in enumerate(rows)]
+    alpha = [_float(r.get("alpha")) for r in rows]
+    omega = [_float(r.get("omega")) for r in rows]
+    fig = Figure(figsize=(max(4.0, 0.6 * len(rows) + 2), 4.5), layout="constrained")
+    ax_a, ax_w = fig.subplots(2, 1, sharex=True)
+    x = list(range(len(rows)))
+    ax_a.bar(x, alpha, color="tab:blue")  # NaN heights draw nothing: the missing bar is the point
+    missing = [i for i, a in enumerate(alpha) if not math.isfinite(a)]
+    for i in missing:
+        ax_a.annotate("n/a", (i, 0), ha="center", va="bottom", color="tab:red", fontsize=8)
+    ax_a.set_ylabel("α (power-law exponent)")
+    note = f"  ({len(missing)} layer(s) without α: shown n/a)" if missing else ""
+    ax_a.set_title(f"Per-layer α and ω{note}", fontsize=10)
+    ax_w.bar(x, omega, color="tab:orange")
+    ax_w.set_ylabel("ω (step weight)")
+    ax_w.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
+    if not rows:
+        ax_a.text(0.5, 0.5, "no layers", transform=ax_a.transAxes, ha="center")
+    return fig
+
+
+# ---------------------------------------------------------------------- module helpers
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (absolute or relative to the cwd), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    raw = uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(raw).resolve() if raw and raw != ":memory:" else None
+
+
+@contextmanager
+def _fail_fast() -> Iterator[None]:
+    """MLflow retries an unreachable server for minutes by default; a pre-flight check should take seconds."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _redact(uri: str) -> str:
+    """``http://user:secret@host`` → ``http://user:***@host``: error messages end up in logs."""
+    return re.sub(r"//([^:/@]+):[^@/]+@", r"//\1:***@", uri)
+
+
+def _short_reason(e: BaseException) -> str:
+    text = str(e)
+    if m := re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text):
+        return m.group(1).strip()
+    if "timed out" in text.lower() or "timeout" in text.lower():
+        return "no answer within 5 s"
+    line = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return line[:160] + ("…" if len(line) > 160 else "")
+
+
+def _check_status(status: str) -> None:
+    if status not in _STATUSES:
+        raise ConfigError("status", status, f"one of {', '.join(_STATUSES)}")
+
+
+def _float(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _scalar(v: Any) -> Any:
+    """numpy scalars and 0-d tensors → Python scalars."""
+    return v.item() if hasattr(v, "item") and getattr(v, "ndim", None) == 0 else v
+
+
+def _split_metrics(metrics: Mapping) -> tuple[dict[str, float], dict[str, str], list[str]]:
+    """(finite numbers, strings → tags, skipped keys); bools count as 0/1."""
+    nums: dict[str, float] = {}
+    strings: dict[str, str] = {}
+    skipped: list[str] = []
+    for k, v in flatten(metrics).items():
+        v = _scalar(v)
+        if isinstance(v, numbers.Real) and math.isfinite(float(v)):
+            nums[k] = float(v)
+        elif v is None or isinstance(v, numbers.Real):
+            skipped.append(k)
+        else:
+            strings[k] = _clip(_param_str(v), _MAX_TAG_VAL)
+    return nums, strings, skipped
+
+
+def _params(params: Mapping) -> list[Param]:
+    return [Param(k, _clip(_param_str(v), _MAX_PARAM_VAL)) for k, v in flatten(params).items()]
+
+
+def _param_str(v: Any) -> str:
+    v = _scalar(v)
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (list, tuple, set, frozenset, Mapping)):
+        return json.dumps(_jsonable(v), default=str)
+    return str(v)
+
+
+def _tag_values(tags: Mapping) -> dict[str, str]:
+    return {str(k): _clip(_param_str(v), _MAX_TAG_VAL) for k, v in tags.items()}
+
+
+def _clip(s: str, n: int) -> str:
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _jsonable(x: Any) -> Any:
+    """Strict-JSON version of configs and tables: NaN/inf → null, tuples/sets → lists, paths → str."""
+    x = _scalar(x)
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        x = dataclasses.asdict(x)
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (set, frozenset)):
+        return sorted((_jsonable(v) for v in x), key=str)
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if x is None or isinstance(x, (str, int, bool)):
+        return x
+    return str(x)
+
+
+def _close(figures: Mapping | None) -> None:
+    """Close caller-made pyplot figures (pyplot keeps every open one alive); plain Figures need nothing."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        for fig in (figures or {}).values():
+            plt.close(fig)

@@ -1,0 +1,205 @@
+"""Model zoo (SPEC §4 recipe models, STYLE §9): registry-driven contract tests plus per-architecture shapes."""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import get_args, get_type_hints
+
+import pytest
+import torch
+from torch import nn
+
+from sragu_core.errors import ConfigError
+from sragu_core.models import MODELS, ModelConfig, build_model, reinit_
+from sragu_core.registry import Registry
+from sragu_core.spectral import spectral_layers
+
+ROOT = Path(__file__).resolve().parents[1]
+# An input shape each model is meant for; resnet18 is built 8 wide (not 64) to stay fast.
+SHAPES = {"mlp": (1, 28, 28), "cnn_small": (1, 28, 28), "resnet18": (3, 32, 32)}
+
+
+def _cfg(name: str) -> ModelConfig:
+    return ModelConfig(name=name, resnet_width=8)
+
+
+def _shape(name: str) -> tuple[int, ...]:
+    return SHAPES.get(name, (3, 32, 32))
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------------------- registry contract
+def test_registry_and_config_literal_name_the_same_models():
+    assert set(get_args(get_type_hints(ModelConfig)["name"])) == set(MODELS.names())
+    assert {"mlp", "cnn_small", "resnet18"} <= set(MODELS.names())
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_forward_gives_finite_batch_by_classes_logits(name):
+    model = build_model(_cfg(name), _shape(name), 7, seed=0)
+    x = torch.rand(5, *_shape(name), generator=torch.Generator().manual_seed(0))
+    for training in (True, False):
+        model.train(training)
+        with torch.no_grad():
+            out = model(x)
+        assert out.shape == (5, 7)
+        assert out.dtype == torch.float32
+        assert bool(torch.isfinite(out).all())
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_seed_determines_the_weights(name):
+    a = build_model(_cfg(name), _shape(name), 10, seed=0)
+    b = build_model(_cfg(name), _shape(name), 10, seed=0)
+    c = build_model(_cfg(name), _shape(name), 10, seed=1)
+    assert _same(_weights(a), _weights(b))
+    for (_, la), (_, lc) in zip(spectral_layers(a), spectral_layers(c)):
+        assert not torch.equal(la.weight, lc.weight)  # every random layer differs, not just one
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_reinit_is_seeded_and_leaves_global_rng_alone(name):
+    fresh = _weights(build_model(_cfg(name), _shape(name), 10, seed=3))
+    model = build_model(_cfg(name), _shape(name), 10, seed=0)
+    torch.manual_seed(1234)
+    state = torch.get_rng_state()
+    assert reinit_(model, 3) is model
+    assert torch.equal(torch.get_rng_state(), state)
+    assert _same(_weights(model), fresh)  # reinit_(m, s) == build_model(..., seed=s)
+
+
+def test_build_model_leaves_global_rng_alone():
+    torch.manual_seed(1234)
+    state = torch.get_rng_state()
+    build_model(_cfg("mlp"), (1, 8, 8), 10, seed=0)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_no_torchvision_import():
+    code = ("import sys, torch\n"
+            "from sragu_core.models import MODELS, ModelConfig, build_model\n"
+            "for n in MODELS.names():\n"
+            "    build_model(ModelConfig(name=n, resnet_width=8), (3, 32, 32), 10, seed=0)\n"
+            "assert 'torchvision' not in sys.modules, 'torchvision was imported'\n"
+            "print('ok')\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+# ------------------------------------------------------------------------------------ architectures
+def test_mlp_default_is_agus_784_128_64_10():
+    model = build_model(ModelConfig("mlp"), (1, 28, 28), 10, seed=0)
+    shapes = [(m.in_features, m.out_features) for _, m in spectral_layers(model)]
+    assert shapes == [(784, 128), (128, 64), (64, 10)]
+    small = build_model(ModelConfig("mlp", mlp_hidden=(16,)), (1, 8, 8), 10, seed=0)
+    assert [(m.in_features, m.out_features) for _, m in spectral_layers(small)] == [(64, 16), (16, 10)]
+
+
+@pytest.mark.parametrize("shape, fc_in", [((1, 8, 8), 64 * 2 * 2), ((1, 28, 28), 64 * 7 * 7),
+                                          ((3, 32, 32), 64 * 8 * 8), ((3, 30, 22), 64 * 7 * 5)])
+def test_cnn_small_sizes_its_fc_from_the_input_shape(shape, fc_in):
+    model = build_model(ModelConfig("cnn_small"), shape, 10, seed=0)
+    layers = [m for _, m in spectral_layers(model)]
+    convs = [(m.in_channels, m.out_channels, m.kernel_size) for m in layers if isinstance(m, nn.Conv2d)]
+    fcs = [(m.in_features, m.out_features) for m in layers if isinstance(m, nn.Linear)]
+    assert convs == [(shape[0], 32, (3, 3)), (32, 64, (3, 3))]
+    assert fcs == [(fc_in, 128), (128, 10)]
+    with torch.no_grad():
+        assert model(torch.zeros(2, *shape)).shape == (2, 10)
+
+
+def test_resnet18_has_21_spectral_layers():
+    # stem conv (1) + 4 stages x 2 basic blocks x 2 convs (16) + 1x1 shortcut convs where the stage
+    # changes width/stride: stages 2, 3, 4 (3) + fc (1) = 21; i.e. 20 Conv2d and 1 Linear.
+    model = build_model(_cfg("resnet18"), (3, 32, 32), 10, seed=0)
+    layers = [m for _, m in spectral_layers(model)]
+    convs = [m for m in layers if isinstance(m, nn.Conv2d)]
+    assert len(layers) == 21
+    assert len(convs) == 20 and isinstance(layers[-1], nn.Linear)
+    assert sum(m.kernel_size == (1, 1) for m in convs) == 3
+    assert (convs[0].in_channels, convs[0].out_channels, convs[0].kernel_size) == (3, 8, (3, 3))
+    assert (layers[-1].in_features, layers[-1].out_features) == (8 * 8, 10)
+
+
+def test_resnet18_default_width_is_the_standard_cifar_resnet18():
+    # 11,173,962 parameters: the CIFAR ResNet-18 of kuangliu/pytorch-cifar used by SalUn et al.
+    model = build_model(ModelConfig("resnet18"), (3, 32, 32), 10, seed=0)
+    assert sum(p.numel() for p in model.parameters()) == 11_173_962
+
+
+# ------------------------------------------------------------------------------------------ registry
+def test_registry_refuses_duplicates_and_lists_known_names():
+    reg: Registry[int] = Registry("widget")
+    reg.register("beta", 2)
+    reg.register("alpha", 1)
+    with pytest.raises(ValueError, match="beta"):
+        reg.register("beta", 3)
+    assert reg["beta"] == 2  # the refused registration changed nothing
+    assert reg.names() == list(reg) == ["alpha", "beta"] and len(reg) == 2 and "alpha" in reg
+    with pytest.raises(ConfigError) as info:
+        reg["gamma"]
+    assert info.value.field == "widget"
+    assert all(s in str(info.value) for s in ("gamma", "alpha", "beta"))
+
+
+def test_unknown_model_lists_the_known_ones():
+    with pytest.raises(ConfigError) as info:
+        MODELS["vgg"]
+    assert all(n in str(info.value) for n in ["vgg", *MODELS.names()])
+
+
+# ----------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("kwargs, field, value", [
+    ({"name": "vgg"}, "model.name", "vgg"),
+    ({"mlp_hidden": ()}, "model.mlp_hidden", "()"),
+    ({"mlp_hidden": (16, 0)}, "model.mlp_hidden", "(16, 0)"),
+    ({"cnn_channels": (32,)}, "model.cnn_channels", "(32,)"),
+    ({"cnn_fc": 0}, "model.cnn_fc", "0"),
+    ({"resnet_width": -8}, "model.resnet_width", "-8"),
+])
+def test_bad_model_config_is_refused(kwargs, field, value):
+    with pytest.raises(ConfigError) as info:
+        ModelConfig(**kwargs)
+    assert info.value.field == field
+    assert field in str(info.value) and value in str(info.value)
+
+
+def test_unknown_model_name_message_lists_the_choices():
+    with pytest.raises(ConfigError) as info:
+        ModelConfig(name="vgg")
+    assert all(n in str(info.value) for n in MODELS.names())
+
+
+@pytest.mark.parametrize("name", ["cnn_small", "resnet18"])
+@pytest.mark.parametrize("shape", [(8, 8), (64,), (1, 2, 2)])
+def test_conv_models_refuse_non_image_shapes(name, shape):
+    with pytest.raises(ConfigError) as info:
+        build_model(_cfg(name), shape, 10, seed=0)
+    assert info.value.field == "input_shape"
+    assert str(shape) in str(info.value)
+
+
+def test_mlp_flattens_any_input_shape():
+    model = build_model(ModelConfig("mlp", mlp_hidden=(16,)), (8, 8), 3, seed=0)
+    with torch.no_grad():
+        assert model(torch.zeros(4, 8, 8)).shape == (4, 3)
+
+
+def test_fewer_than_two_classes_is_refused():
+    with pytest.raises(ConfigError) as info:
+        build_model(ModelConfig("mlp"), (1, 8, 8), 1, seed=0)
+    assert info.value.field == "num_classes" and "num_classes=1" in str(info.value)

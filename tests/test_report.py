@@ -1,0 +1,270 @@
+"""Benchmark report (SPEC §6, §7): statistics on hand cases, and the end-to-end report re-checked from Parquet.
+
+The end-to-end test runs ``pipelines/report.py`` on a synthetic results table and recomputes the numbers it
+checks with numpy/scipy directly (not with ``components.report``), formatted as the report formats them:
+integral values as integers, others with 4 significant digits, intervals as ``mean [lo, hi]``.
+"""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from scipy import stats
+
+from components import report as R
+from sragu_core.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SEEDS = (0, 1, 2, 3, 4)
+REGIMES = {"random_10pct": ("random", 0.1, 120), "random_50pct": ("random", 0.5, 600),
+           "class_3": ("class", 0.098, 118)}
+BASE = {"retrain_indep": 0.05, "agu": 0.31, "sragu": 0.22, "finetune": 0.64}
+NOISE = (0.013, -0.021, 0.034, -0.008, 0.017)  # per seed
+WOBBLE = (0.061, 0.117, -0.019, 0.004, -0.031)  # per seed, sragu only: sragu - agu varies in size and sign
+
+
+def _f(x: float) -> str:
+    """The report's number format, restated here on purpose (not imported)."""
+    x = float(x)
+    return str(int(x)) if x.is_integer() else f"{x:.4g}"
+
+
+def _ci(v: np.ndarray) -> tuple[float, float, float]:
+    n, mean = v.size, float(v.mean())
+    half = stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def _row(regime: str, method: str, seed: int, k: int) -> dict:
+    family, frac, size = REGIMES[regime]
+    off = {"random_10pct": 0.0, "random_50pct": 0.1, "class_3": 0.2}[regime]
+    kl = BASE[method] + off + NOISE[seed] * (1 + 0.5 * k) + (WOBBLE[seed] if method == "sragu" else 0.0)
+    tuned = method in ("sragu", "agu")
+    return {"dataset": "digits", "model": "mlp", "seed": seed, "regime": regime, "regime_family": family,
+            "forget_fraction": frac, "forget_size": size, "method": method, "status": "ok", "error": None,
+            "tuned": tuned, "tuned_seed": 100 if tuned else None,
+            "kl_to_gold": kl, "pd": kl / 4, "tv": kl / 3, "js": kl / 5, "mia_auc": 0.5 + kl / 10,
+            "mia_gap": kl / 10 + 0.001 * seed, "forget_acc_gap": kl / 6, "retain_acc_gap": kl / 20,
+            "test_acc_gap": kl / 12, "avg_gap": kl / 8, "rte": 1.0 if method == "retrain_indep" else 4.0 + k + seed,
+            "method_time_s": 2.0 + seed, "test_acc_drop": kl / 7,
+            "diverged": int(method == "finetune" and regime == "random_50pct" and seed == 1)}
+
+
+def synthetic_table() -> pd.DataFrame:
+    rows = [_row(rg, me, s, k) for rg in REGIMES for k, me in enumerate(BASE) for s in SEEDS]
+    for r in rows:  # one failed cell: its metrics are absent and it must not count anywhere
+        if (r["regime"], r["method"], r["seed"]) == ("random_10pct", "sragu", 2):
+            r.update(status="failed", error="RuntimeError: CUDA out of memory\n  traceback line",
+                     **{k: None for k in ("kl_to_gold", "pd", "tv", "js", "mia_gap", "avg_gap", "rte")})
+    return pd.DataFrame(rows)
+
+
+def _section(text: str, heading: str) -> str:
+    """The text under ``heading`` (a full heading line) up to the next heading of the same or higher level."""
+    level = heading.split(" ")[0]
+    start = text.index(heading + "\n") + len(heading)
+    stops = [i for i in (text.find("\n" + "#" * n + " ", start) for n in range(1, len(level) + 1)) if i >= 0]
+    return text[start:min(stops) if stops else len(text)]
+
+
+def _line(section: str, prefix: str) -> str:
+    hits = [ln for ln in section.splitlines() if ln.startswith(prefix)]
+    assert len(hits) == 1, (prefix, section)
+    return hits[0]
+
+
+# --------------------------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    table = tmp / "results.parquet"
+    pq.write_table(pa.Table.from_pandas(synthetic_table(), preserve_index=False), table)
+    out = tmp / "out"
+    proc = subprocess.run([sys.executable, "pipelines/report.py", "--table", str(table), "--out", str(out),
+                           "--title", "Synthetic check"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return pd.read_parquet(table), out, (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_summary_numbers_recomputed_from_parquet(built):
+    df, _, md = built
+    ok = df[df["status"] == "ok"]
+    for regime, method, label, n in (("random_50pct", "sragu", "sragu†", 5), ("random_10pct", "sragu", "sragu†", 4),
+                                     ("class_3", "finetune", "finetune", 5)):
+        v = ok[(ok["regime"] == regime) & (ok["method"] == method)]["kl_to_gold"].to_numpy(float)
+        mean, lo, hi = _ci(v)
+        row = _line(_section(md, f"### digits / mlp / {regime}"), f"| {label} |")
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == str(n)
+        assert cells[2] == f"{_f(mean)} [{_f(lo)}, {_f(hi)}]"  # kl_to_gold is the first metric column
+    assert md.startswith("# Synthetic check\n")
+    assert f"{len(df)} cells: {len(ok)} ok, 1 failed." in md
+
+
+def test_paired_numbers_recomputed_from_parquet(built):
+    df, _, md = built
+    ok = df[(df["status"] == "ok") & (df["regime"] == "random_10pct")]
+    a = ok[ok["method"] == "sragu"].set_index("seed")["kl_to_gold"]
+    b = ok[ok["method"] == "agu"].set_index("seed")["kl_to_gold"]
+    seeds = sorted(set(a.index) & set(b.index))
+    assert seeds == [0, 1, 3, 4]  # seed 2 failed for sragu
+    diff = (a[seeds] - b[seeds]).to_numpy(float)
+    mean, lo, hi = _ci(diff)
+    p = stats.wilcoxon(diff).pvalue
+    sign_p = stats.binomtest(int((diff > 0).sum()), int((diff != 0).sum())).pvalue
+    better = "sragu†" if mean < 0 else "agu†"
+    row = _line(_section(md, "## Paired comparison: sragu − agu"), "| digits | mlp | random_10pct | kl_to_gold |")
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4:9] == ["4", f"{_f(mean)} [{_f(lo)}, {_f(hi)}]", _f(p), _f(sign_p), better]
+    assert (diff > 0).sum() == 1 and p != sign_p and lo < mean < hi  # mixed signs: the two tests differ
+
+
+def test_plots_are_real_pngs(built):
+    _, out, md = built
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 4  # one per regime (3) + the random-deletion sweep
+    for p in pngs:
+        data = p.read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 10_000, p
+        assert f"]({p.name})" in md
+
+
+def test_failed_tuned_metrics_and_sweep_sections(built):
+    df, _, md = built
+    failed = _section(md, "## Failed cells")
+    assert "| digits | mlp | random_10pct | sragu† | 2 | failed | RuntimeError: CUDA out of memory |" in failed
+    assert "traceback line" not in md
+    tuning = _section(md, "## Tuning")
+    assert _line(tuning, "| digits | mlp | sragu† |").split("|")[4].strip() == "100"
+    assert "| finetune†" not in md and "| finetune |" in md
+    metrics = _section(md, "## Metrics")
+    assert "- `kl_to_gold`: mean KL(p_g || p_u), eps-clamped, on Q = D_f; lower is better." in metrics
+    assert "- `rte`:" in metrics and "higher is better" in _line(metrics, "- `rte`:")
+    sweep = _section(md, "## Deletion-size sweep (random regimes)")
+    rate = df[(df["method"] == "finetune") & (df["regime"] == "random_50pct")]["diverged"].to_numpy(float)
+    ci = stats.binomtest(int(rate.sum()), rate.size).proportion_ci(0.95, method="wilson")
+    row = _line(sweep, "| digits | mlp | finetune | 0.5 | 5 |")
+    assert rate.mean() == 0.2 and row.rstrip(" |").endswith(f"{_f(rate.mean())} [{_f(ci.low)}, {_f(ci.high)}]")
+    assert "class_3" not in sweep
+    floor = _section(md, "## Noise floor")
+    v = df[(df["method"] == "retrain_indep") & (df["regime"] == "class_3")]["kl_to_gold"].to_numpy(float)
+    mean, lo, hi = _ci(v)
+    assert f"| digits | mlp | class_3 | 5 | {_f(mean)} [{_f(lo)}, {_f(hi)}] |" in floor
+
+
+def test_no_tuned_column_means_no_marks(tmp_path):
+    df = synthetic_table().drop(columns=["tuned", "tuned_seed"])
+    md = R.write_report(df, tmp_path, "untuned").read_text(encoding="utf-8")
+    assert "†" not in md and "## Tuning" not in md
+    md = R.write_report(df[df["regime"] == "class_3"], tmp_path / "note", "untuned",
+                        tuned_note="Defaults from the papers.")
+    assert "Defaults from the papers." in _section(md.read_text(encoding="utf-8"), "## Tuning")
+
+
+def test_bad_table_path_is_one_error_line(tmp_path):
+    bad = tmp_path / "missing.parquet"
+    proc = subprocess.run([sys.executable, "pipelines/report.py", "--table", str(bad), "--out", str(tmp_path / "o")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --table=") and str(bad) in lines[0]
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ConfigError, match="folder holding"):  # a folder without *.parquet
+        R.read_results(tmp_path)
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    with pytest.raises(ConfigError, match="readable Parquet"):
+        R.read_results(tmp_path)
+
+
+def test_read_results_unions_columns_of_a_folder(tmp_path):
+    pq.write_table(pa.table({"dataset": ["d"], "seed": pa.array([0], pa.int64()), "kl_to_gold": [0.5]}),
+                   tmp_path / "a.parquet")
+    pq.write_table(pa.table({"dataset": ["d"], "seed": pa.array([1], pa.int64()), "error": ["boom"],
+                             "tuned_seed": pa.array([None], pa.null())}), tmp_path / "b.parquet")
+    df = R.read_results(tmp_path)
+    assert list(df["seed"]) == [0, 1] and set(df.columns) == {"dataset", "seed", "kl_to_gold", "error", "tuned_seed"}
+    assert df["kl_to_gold"].isna().tolist() == [False, True] and df["error"].isna().tolist() == [True, False]
+
+
+# --------------------------------------------------------------------------------------------- hand cases
+def _cells(method: str, values: list[float], seeds: list[int] | None = None, regime: str = "r",
+           metric: str = "kl_to_gold") -> list[dict]:
+    seeds = list(range(len(values))) if seeds is None else seeds
+    return [{"dataset": "d", "model": "m", "seed": s, "regime": regime, "method": method, "status": "ok",
+             metric: v} for s, v in zip(seeds, values)]
+
+
+def test_summary_hand_case():
+    rows = _cells("agu", [1.0, 2.0, 3.0]) + _cells("agu", [float("nan")], seeds=[3])
+    rows.append({**rows[0], "seed": 9, "status": "failed", "kl_to_gold": 100.0})  # failed rows never count
+    s = R.summary(rows, metrics=("kl_to_gold", "pd"))
+    assert len(s) == 1 and s.loc[0, "n"] == 4 and not s.loc[0, "tuned"]  # 4 ok seeds; nan dropped per metric
+    half = stats.t.ppf(0.975, 2) / math.sqrt(3)
+    assert s.loc[0, "kl_to_gold_mean"] == pytest.approx(2.0)
+    assert (s.loc[0, "kl_to_gold_lo"], s.loc[0, "kl_to_gold_hi"]) == pytest.approx((2 - half, 2 + half))
+    assert math.isnan(s.loc[0, "pd_mean"])  # absent column
+    floor = R.noise_floor(R.summary(rows + _cells("retrain_indep", [0.1, 0.3])))
+    assert len(floor) == 1 and "method" not in floor and floor.loc[0, "kl_to_gold_mean"] == pytest.approx(0.2)
+
+
+def test_paired_hand_cases():
+    # differences sragu - agu = [1, 2, 3] on seeds 0..2; agu's seed 7 has no partner and is ignored
+    rows = _cells("sragu", [2.0, 4.0, 6.0]) + _cells("agu", [1.0, 2.0, 3.0, 50.0], seeds=[0, 1, 2, 7])
+    rows += _cells("sragu", [5.0, 6.0, 7.0], metric="rte") + _cells("agu", [4.0, 4.0, 4.0], metric="rte")
+    p = R.paired_comparison(rows, metrics=("kl_to_gold", "rte")).set_index("metric")
+    half = stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)
+    kl = p.loc["kl_to_gold"]
+    assert kl["n_pairs"] == 3 and kl["mean_diff"] == pytest.approx(2.0)
+    assert (kl["lo"], kl["hi"]) == pytest.approx((2 - half, 2 + half))
+    assert kl["wilcoxon_p"] == pytest.approx(0.25) and kl["sign_p"] == pytest.approx(0.25)
+    assert kl["better"] == "agu" and not kl["ci_excludes_0"]  # lower is better, sragu is higher; CI [-0.48, 4.48]
+    assert p.loc["rte", "better"] == "sragu"  # higher is better
+    same = R.paired_comparison(_cells("sragu", [1.0, 2.0]) + _cells("agu", [1.0, 2.0])).set_index("metric")
+    assert math.isnan(same.loc["kl_to_gold", "wilcoxon_p"]) and math.isnan(same.loc["kl_to_gold", "sign_p"])
+    assert same.loc["kl_to_gold", "better"] == "tie"
+    one = R.paired_comparison(_cells("sragu", [1.0]) + _cells("agu", [3.0])).set_index("metric")
+    assert one.loc["kl_to_gold", "n_pairs"] == 1 and math.isnan(one.loc["kl_to_gold", "wilcoxon_p"])
+    assert math.isnan(one.loc["kl_to_gold", "lo"]) and one.loc["kl_to_gold", "better"] == "sragu"
+    assert R.paired_comparison(_cells("sragu", [1.0])).empty  # agu never ran
+
+
+def test_deletion_sweep_hand_case():
+    rows = []
+    for frac, divs in ((0.5, [1, 0, 0, 1]), (0.1, [0, 0, 0, 0])):
+        for s, dv in enumerate(divs):
+            rows.append({"dataset": "d", "model": "m", "seed": s, "regime": f"random_{frac}", "method": "agu",
+                         "status": "ok", "regime_family": "random", "forget_fraction": frac, "diverged": dv,
+                         "kl_to_gold": 1.0 + s, "test_acc_drop": 0.1})
+    rows.append({**rows[0], "regime": "class_3", "regime_family": "class", "forget_fraction": 0.3})
+    sw = R.deletion_sweep(rows)
+    assert list(sw["forget_fraction"]) == [0.1, 0.5] and list(sw["n"]) == [4, 4]
+    assert list(sw["diverged_rate_mean"]) == [0.0, 0.5] and sw.loc[0, "diverged_rate_lo"] == 0.0
+    # Wilson 95% interval of 0/4 by hand: z = 1.96, upper = z^2 / (n + z^2)
+    z2 = stats.norm.ppf(0.975) ** 2
+    assert sw.loc[0, "diverged_rate_hi"] == pytest.approx(z2 / (4 + z2))
+    assert sw.loc[1, "kl_to_gold_mean"] == pytest.approx(2.5)
+    assert R.deletion_sweep([{k: v for k, v in r.items() if k != "regime_family"} for r in rows]).empty
+
+
+def test_markdown_table_and_format():
+    df = pd.DataFrame({"method": ["a|b", None], "n": [3, 12], "x": [0.123456, float("nan")], "ok": [True, False]})
+    assert R.to_markdown_table(df) == ("| method | n | x | ok |\n| --- | ---: | ---: | --- |\n"
+                                       "| a\\|b | 3 | 0.1235 | yes |\n|  | 12 | nan | no |")
+    assert [R.fmt(x) for x in (2.0, 12345.0, 0.000123456, 1234.56)] == ["2", "12345", "0.0001235", "1235"]
+    assert R.fmt_ci(1.0, 0.5, 1.5) == "1 [0.5, 1.5]" and R.fmt_ci(1.0, float("nan"), float("nan")) == "1"
+
+
+def test_missing_required_column_is_a_clear_error():
+    with pytest.raises(ConfigError, match="missing columns \\['status'\\]"):
+        R.summary([{"dataset": "d", "model": "m", "seed": 0, "regime": "r", "method": "agu"}])
