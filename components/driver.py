@@ -57,12 +57,13 @@ class Prepared:
     out: Path
 
 
-def preflight(resolved: Resolved, *, store_uri: str, out: Path) -> Prepared:
+def preflight(resolved: Resolved, *, store_uri: str, out: Path, experiment: str | None = None) -> Prepared:
     """Validate every input that can be wrong, writing nothing; raises ConfigError with one clear line."""
     pick_device(resolved.bench.device)
     store = Store(store_uri)
     store.check()
-    tracker = Tracker(resolve_tracking_uri(out), f"sragu-{resolved.bench.name}", artifact_root=out / "mlartifacts")
+    tracker = Tracker(resolve_tracking_uri(out), experiment or f"sragu-{resolved.bench.name}",
+                      artifact_root=out / "mlartifacts")
     tracker.check()
     datasets = {name: load_splits(name, resolved.bench) for name in resolved.bench.datasets}
     return Prepared(resolved, store, tracker, datasets, out)
@@ -76,8 +77,12 @@ def _cell_params(cell: Cell, resolved: Resolved) -> dict:
                     "model": to_dict(bench.model), "dataset": cell.dataset, "seed": cell.seed})
 
 
-def run_benchmark(p: Prepared, *, extra: dict | None = None) -> tuple[int, Path]:
-    """Run the grid; returns (exit code, run folder).  Exit code 1 when any cell failed."""
+def run_benchmark(p: Prepared, *, tuned: dict | None = None) -> tuple[int, Path]:
+    """Run the grid; returns (exit code, run folder).  Exit code 1 when any cell failed.
+
+    ``tuned`` (from a sweep's tuned-config file) marks which methods run with tuned configurations and on
+    which seed they were tuned; those rows get ``tuned=True`` and ``tuned_seed``.
+    """
     resolved, bench = p.resolved, p.resolved.bench
     code, rev = code_hash(), git_revision()
     header = {"config": resolved.as_dict(), "code_version": code, "git_revision": rev,
@@ -89,7 +94,13 @@ def run_benchmark(p: Prepared, *, extra: dict | None = None) -> tuple[int, Path]
 
     cells = plan_cells(resolved, method_config)
     todo = [c for c in cells if not p.store.exists(cell_path(c.key))]
-    extra = {"code_version": code, "git_revision": rev, **(extra or {})}
+    tuned_methods = set((tuned or {}).get("methods", {}))
+    tuned_seed = (tuned or {}).get("tuned_seed")
+
+    def extra(cell: Cell) -> dict:
+        mark = cell.method in tuned_methods
+        return {"code_version": code, "git_revision": rev, "tuned": mark, "tuned_seed": tuned_seed if mark else None}
+
     parent = p.tracker.start_parent(run_dir.name, header, {"benchmark": bench.name, "code_version": code,
                                                            "git_revision": rev, "store": p.store.uri})
     progress = Progress(total=len(cells), cached=len(cells) - len(todo))
@@ -123,7 +134,12 @@ def run_benchmark(p: Prepared, *, extra: dict | None = None) -> tuple[int, Path]
     table_key = f"tables/{bench.name}.parquet"
     pq.write_table(table, run_dir / "results.parquet")
     p.store.put_bytes(table_key, (run_dir / "results.parquet").read_bytes())
-    report = write_report(table.to_pandas(), run_dir / "report", title=f"SRAGU benchmark: {bench.name}")
+    note = None
+    if tuned_methods:
+        note = (f"Configurations of {', '.join(sorted(tuned_methods))} come from {tuned.get('source', 'a sweep')}, "
+                f"tuned on seed {tuned_seed}; evaluated on held-out seeds {list(bench.seeds)}.")
+    report = write_report(table.to_pandas(), run_dir / "report", title=f"SRAGU benchmark: {bench.name}",
+                          tuned_note=note)
     artifacts = {"results.parquet": run_dir / "results.parquet", "report.md": report}
     artifacts.update({f"report/{f.name}": f for f in sorted((run_dir / "report").glob("*.png"))})
     rows = table.to_pylist()

@@ -24,7 +24,7 @@ from .steps import method_config
 from .store import Store
 from .tasks import cell_task, forget_task, gold_task, original_task
 
-__all__ = ["Progress", "init_ray", "run_grid"]
+__all__ = ["Progress", "Upstream", "init_ray", "run_grid"]
 
 TASK_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
             "RAY_USAGE_STATS_ENABLED": "0"}
@@ -38,6 +38,9 @@ def init_ray(resolved: Resolved) -> str:
     env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_") or k == "SRAGU_DATA_DIR"})
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
+        # inside `ray job submit` the job already has a runtime env (working_dir, excludes); merge ours into
+        # it rather than refuse (Ray's documented switch; our env vars win on a clash)
+        os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
         return f"cluster {address}"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,13 +51,18 @@ def init_ray(resolved: Resolved) -> str:
 
 @dataclass
 class Progress:
-    """One status line: cells done/total, in flight, failed, cached, elapsed and ETA."""
+    """One status line: cells done/total, running, queued, failed, cached, elapsed and ETA.
+
+    ``in_flight`` cells have been submitted and not finished; of those at most ``slots`` (the cluster's
+    CPUs divided by a cell's ``num_cpus``) can be running at once, the rest wait in Ray's queue.
+    """
 
     total: int
     cached: int = 0
     done: int = 0
     failed: int = 0
-    running: int = 0
+    in_flight: int = 0
+    slots: int = 1
     t0: float = field(default_factory=time.monotonic)
     stream: object = sys.stdout
 
@@ -64,8 +72,9 @@ class Progress:
         finished = self.done + self.failed
         eta = elapsed / finished * (todo - finished) if finished else float("nan")
         fmt = lambda s: "--:--" if s != s else f"{int(s // 60):02d}:{int(s % 60):02d}"
-        return (f"cells {self.cached + finished}/{self.total} | running {self.running} | failed {self.failed} | "
-                f"cached {self.cached} | elapsed {fmt(elapsed)} | eta {fmt(eta)}")
+        running = min(self.in_flight, self.slots)
+        return (f"cells {self.cached + finished}/{self.total} | running {running} | queued {self.in_flight - running}"
+                f" | failed {self.failed} | cached {self.cached} | elapsed {fmt(elapsed)} | eta {fmt(eta)}")
 
     def show(self) -> None:
         print(self.line(), file=self.stream, flush=True)
@@ -84,35 +93,50 @@ def _error(e: BaseException) -> str:
     return f"{type(cause).__name__}: {msg[-1] if msg else ''}"[:2000]
 
 
-def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict, extra: dict,
-             on_result: Callable[[Cell, dict], None], progress: Progress) -> list[dict]:
-    """Run ``cells`` on the connected Ray cluster; calls ``on_result(cell, result)`` as each finishes."""
-    cfg = resolved.bench.ray
-    train_opts, cell_opts = _opts(cfg.train, cfg.max_retries), _opts(cfg.cell, cfg.max_retries)
-    r_original = ray.remote(original_task).options(**train_opts)
-    r_forget = ray.remote(forget_task).options(**train_opts)
-    r_gold = ray.remote(gold_task).options(**train_opts)
-    r_cell = ray.remote(cell_task).options(**cell_opts)
-    bench_ref = ray.put(resolved.bench)
-    ds_refs = {name: ray.put(ds) for name, ds in datasets.items() if any(c.dataset == name for c in cells)}
-    refs: dict[str, ray.ObjectRef] = {}
+class Upstream:
+    """Lazily created, shared refs to the originals, forget sets and golds that cells depend on."""
 
-    def upstream(c: Cell):
-        ds = ds_refs[c.dataset]
+    def __init__(self, resolved: Resolved, store: Store, datasets: dict, cells: list[Cell]):
+        cfg = resolved.bench.ray
+        opts = _opts(cfg.train, cfg.max_retries)
+        self._original = ray.remote(original_task).options(**opts)
+        self._forget = ray.remote(forget_task).options(**opts)
+        self._gold = ray.remote(gold_task).options(**opts)
+        self.resolved, self.store = resolved, store
+        self.bench = ray.put(resolved.bench)
+        self.datasets = {n: ray.put(ds) for n, ds in datasets.items() if any(c.dataset == n for c in cells)}
+        self._refs: dict[str, ray.ObjectRef] = {}
+
+    def __call__(self, c: Cell) -> tuple:
+        """(dataset, original, forget set, gold) refs for cell ``c``, submitting what is missing."""
+        ds, refs = self.datasets[c.dataset], self._refs
         o = refs.get(c.original.key)
         if o is None:
-            o = refs[c.original.key] = r_original.remote(store, c.original, ds, bench_ref, c.model, c.seed)
+            o = refs[c.original.key] = self._original.remote(self.store, c.original, ds, self.bench, c.model, c.seed)
         f = refs.get(c.forget_set.key)
         if f is None:
             needs_model = "original" in c.forget_set.inputs  # adversarial regimes score with θ0
-            f = r_forget.remote(store, c.forget_set, ds, bench_ref, c, o if needs_model else None)
+            f = self._forget.remote(self.store, c.forget_set, ds, self.bench, c, o if needs_model else None)
             refs[c.forget_set.key] = f
         g = refs.get(c.gold.key)
         if g is None:
-            g_cfg = method_config(resolved, "retrain", c.model)
-            g = refs[c.gold.key] = r_gold.remote(store, c.gold, ds, bench_ref, c, o, f, g_cfg)
+            g_cfg = method_config(self.resolved, "retrain", c.model)
+            g = refs[c.gold.key] = self._gold.remote(self.store, c.gold, ds, self.bench, c, o, f, g_cfg)
         return ds, o, f, g
 
+
+def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict,
+             extra: Callable[[Cell], dict], on_result: Callable[[Cell, dict], None],
+             progress: Progress) -> list[dict]:
+    """Run ``cells`` on the connected Ray cluster; calls ``on_result(cell, result)`` as each finishes.
+
+    ``extra(cell)`` gives columns the driver adds to that cell's row (code version, tuning marks).
+    """
+    cfg = resolved.bench.ray
+    r_cell = ray.remote(cell_task).options(**_opts(cfg.cell, cfg.max_retries))
+    upstream = Upstream(resolved, store, datasets, cells)
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    progress.slots = max(1, int(cpus // cfg.cell.num_cpus))
     queue = list(cells)
     inflight: dict[ray.ObjectRef, Cell] = {}
     rows: list[dict] = []
@@ -120,8 +144,8 @@ def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict
         while queue and len(inflight) < cfg.max_in_flight:
             c = queue.pop(0)
             ds, o, f, g = upstream(c)
-            inflight[r_cell.remote(store, c, ds, bench_ref, o, f, g, extra)] = c
-        progress.running = len(inflight)
+            inflight[r_cell.remote(store, c, ds, upstream.bench, o, f, g, extra(c))] = c
+        progress.in_flight = len(inflight)
         done, _ = ray.wait(list(inflight), num_returns=1)
         for ref in done:
             c = inflight.pop(ref)
@@ -129,11 +153,11 @@ def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict
                 result = ray.get(ref)
                 progress.done += 1
             except Exception as e:  # noqa: BLE001 — recorded as a failed cell; the grid goes on
-                result = {"row": {**c.coords(), **extra, "status": "failed", "error": _error(e)},
+                result = {"row": {**c.coords(), **extra(c), "status": "failed", "error": _error(e)},
                           "alpha_omega": None, "epoch_trace": []}
                 progress.failed += 1
             rows.append(result["row"])
-            progress.running = len(inflight)
+            progress.in_flight = len(inflight)
             on_result(c, result)
             progress.show()
     return rows

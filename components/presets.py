@@ -28,7 +28,7 @@ from sragu_core.training import TrainConfig
 from .datasets import DATASETS
 
 __all__ = ["BenchmarkConfig", "DataConfig", "EpochsConfig", "RayConfig", "TaskResources", "Resolved", "PRESETS",
-           "resolve", "parse_regime"]
+           "resolve", "parse_regime", "parse_overrides"]
 
 
 def parse_regime(spec: str) -> ForgetConfig:
@@ -190,6 +190,17 @@ PRESETS: dict[str, Callable[[], BenchmarkConfig]] = {
     "smoke": _smoke, "default": _default, "paper_mnist": _paper_mnist, "paper_cifar10": _paper_cifar10,
     "fashion": _fashion,
 }
+
+
+def parse_overrides(items: list[str], flag: str = "--set") -> dict[str, str]:
+    """``["a.b=1", "c=[x,y]"]`` → ``{"a.b": "1", "c": "[x,y]"}``; a malformed item is a ConfigError."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(flag, item, "KEY=VALUE, e.g. sragu.tau=2.0")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def resolve(preset: str, overrides: dict[str, str] | None = None) -> Resolved:

@@ -7,6 +7,7 @@ dicts) so it can cross process boundaries.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import resource
 import sys
@@ -19,9 +20,10 @@ from torch import nn
 
 from sragu_core.data import DatasetSplits, UnlearnData
 from sragu_core.errors import check
-from sragu_core.evaluate import CellSplits, evaluate_cell
+from sragu_core.evaluate import CellSplits, Predictions, evaluate_cell, predictions
 from sragu_core.forget import ForgetConfig, ForgetSet, retain_indices, select_forget
 from sragu_core.methods import run_method
+from sragu_core.metrics import accuracy, predict
 from sragu_core.models import build_model
 from sragu_core.spectral import layer_alphas
 from sragu_core.training import train
@@ -29,7 +31,8 @@ from sragu_core.training import train
 from .datasets import load_dataset
 from .presets import BenchmarkConfig, Resolved
 
-__all__ = ["pick_device", "load_splits", "train_original", "make_forget", "cell_inputs", "method_config",
+__all__ = ["pick_device", "load_splits", "train_original", "gold_predictions", "make_forget", "cell_inputs",
+           "method_config",
            "run_unlearning", "score_cell", "CellInputs", "peak_mem_mb"]
 
 
@@ -53,11 +56,22 @@ def load_splits(name: str, bench: BenchmarkConfig) -> DatasetSplits:
 
 def train_original(ds: DatasetSplits, model_name: str, bench: BenchmarkConfig, *, seed: int,
                    device: torch.device) -> tuple[nn.Module, dict]:
-    """θ0 for (dataset, model, seed) with the AGU recipe; returns the model and a small summary."""
+    """θ0 for (dataset, model, seed) with the AGU recipe; returns the model and a summary that every cell
+    of this original shares: training time and loss, test accuracy, and the per-layer α table."""
     model = build_model(dataclasses.replace(bench.model, name=model_name), ds.input_shape, ds.num_classes,
                         seed=seed).to(device)
     trace = train(model, ds.train.to(device), bench.train_for(model_name), seed=seed)
-    return model.cpu(), {"train_time_s": trace.wall_time_s, "train_loss": trace.epochs[-1]["train_loss"]}
+    test_acc = accuracy(predict(model, ds.test, device=device)[0], ds.test.y)
+    alpha = {r.name: r.alpha for r in layer_alphas(model)}
+    return model.cpu(), {"train_time_s": trace.wall_time_s, "train_loss": trace.epochs[-1]["train_loss"],
+                         "test_acc": test_acc, "alpha": alpha}
+
+
+def gold_predictions(gold: nn.Module, inputs: CellInputs, *, device: torch.device) -> dict:
+    """The gold's softmax outputs and losses on every split, stored with it and reused by every method."""
+    p = predictions(gold.to(device), inputs.splits, device=device)
+    gold.cpu()
+    return {"probs": p.probs, "losses": p.losses}
 
 
 def make_forget(ds: DatasetSplits, cfg: ForgetConfig, *, seed: int, original: nn.Module | None,
@@ -99,9 +113,21 @@ def peak_mem_mb(device: torch.device) -> float:
     return rss / 2 ** 20 if sys.platform == "darwin" else rss / 1024
 
 
+def _warm_up(model: nn.Module, inputs: CellInputs, device: torch.device) -> None:
+    """One throwaway optimiser step so one-off costs of a fresh worker process are not billed to whichever
+    method runs first there (RTE compares wall times): the first ``torch.optim.SGD`` lazily imports
+    ``torch._dynamo`` (~1 s here), plus allocator and kernel warm-up."""
+    m = copy.deepcopy(model).to(device)
+    x, y = inputs.data.retain.x[:8].to(device), inputs.data.retain.y[:8].to(device)
+    opt = torch.optim.SGD(m.parameters(), lr=0.0)
+    torch.nn.functional.cross_entropy(m(x), y).backward()
+    opt.step()
+
+
 def run_unlearning(method: str, cfg: Any, original: nn.Module, inputs: CellInputs, *, seed: int,
                    device: torch.device) -> tuple[nn.Module, dict]:
     """Run one method on a copy of θ0; returns the (CPU) model and its trace summary."""
+    _warm_up(original, inputs, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     result = run_method(method, original, inputs.data, cfg, seed=seed, device=device)
@@ -115,12 +141,14 @@ def run_unlearning(method: str, cfg: Any, original: nn.Module, inputs: CellInput
 
 def score_cell(unlearned: nn.Module, gold: nn.Module, original: nn.Module, inputs: CellInputs, *,
                seed: int, device: torch.device, num_classes: int, gold_time_s: float,
-               method_time_s: float) -> dict:
+               method_time_s: float, gold_pred: Predictions | None = None, original_alpha: dict | None = None,
+               original_test_acc: float | None = None) -> dict:
     """All SPEC §6 metrics of one cell, plus RTE = t_gold / t_method."""
     t0 = time.perf_counter()
-    alpha0 = {r.name: r.alpha for r in layer_alphas(original)}
+    alpha0 = original_alpha if original_alpha is not None else {r.name: r.alpha for r in layer_alphas(original)}
     row = evaluate_cell(unlearned.to(device), gold.to(device), original.to(device), inputs.splits,
-                        device=device, seed=seed, num_classes=num_classes, original_alpha=alpha0)
+                        device=device, seed=seed, num_classes=num_classes, original_alpha=alpha0,
+                        gold_pred=gold_pred, original_test_acc=original_test_acc)
     for m in (unlearned, gold, original):
         m.cpu()
     row["rte"] = gold_time_s / method_time_s if method_time_s > 0 else float("inf")

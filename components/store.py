@@ -32,6 +32,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -127,6 +128,10 @@ class Store:
                     kw.update(access_key=key, secret_key=secret, session_token=os.environ.get("AWS_SESSION_TOKEN"))
                 self._fs = pafs.S3FileSystem(**kw)
         return self._fs
+
+    def tune_location(self) -> tuple[str, pafs.FileSystem | None]:
+        """(storage_path, storage_filesystem) for Ray Tune's ``RunConfig``: ``<root>/tune`` in this store."""
+        return f"{self.root}/tune", (self.fs if self.kind == "s3" else None)
 
     def boto3_client(self, config=None):
         """A boto3 S3 client for the same endpoint/region/credentials (cached unless ``config`` is given)."""
@@ -273,9 +278,15 @@ class Store:
     def check(self) -> None:
         """Before any work: the endpoint answers and the bucket exists, or the folder is writable."""
         if self.kind == "local":
+            # probe the folder, or its nearest existing parent, without creating anything: a run that
+            # fails a later preflight check must leave no trace
+            existing = Path(self.root)
+            while not existing.exists() and existing != existing.parent:
+                existing = existing.parent
             try:
-                os.makedirs(self.root, exist_ok=True)
-                fd, probe = tempfile.mkstemp(dir=self.root, prefix=".check.", suffix=_PARTIAL)
+                if not existing.is_dir():
+                    raise NotADirectoryError(f"{existing} is not a folder")
+                fd, probe = tempfile.mkstemp(dir=existing, prefix=".check.", suffix=_PARTIAL)
                 os.close(fd)
                 os.unlink(probe)
             except OSError as e:

@@ -15,15 +15,17 @@ import time
 import torch
 
 from sragu_core.data import DatasetSplits
+from sragu_core.evaluate import Predictions
 from sragu_core.forget import ForgetSet
 from sragu_core.models import build_model
 
 from .plan import Artifact, Cell
 from .presets import BenchmarkConfig
-from .steps import cell_inputs, make_forget, pick_device, run_unlearning, score_cell, train_original
+from .steps import cell_inputs, gold_predictions, make_forget, pick_device, run_unlearning, score_cell, train_original
 from .store import Store
 
-__all__ = ["original_task", "forget_task", "gold_task", "cell_task", "cell_path"]
+__all__ = ["original_task", "forget_task", "gold_task", "cell_task", "cell_path", "model_from_state",
+           "forget_set_of"]
 
 
 def cell_path(key: str) -> str:
@@ -35,8 +37,11 @@ def _threads() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
 
-def _model(bench: BenchmarkConfig, model_name: str, ds: DatasetSplits, state: dict) -> torch.nn.Module:
-    m = build_model(dataclasses.replace(bench.model, name=model_name), ds.input_shape, ds.num_classes, seed=0)
+def model_from_state(bench: BenchmarkConfig, model_name: str, ds: DatasetSplits,
+                     state: dict) -> torch.nn.Module:
+    """Rebuild a stored model (original or gold) of ``model_name`` for dataset ``ds``."""
+    cfg = dataclasses.replace(bench.model, name=model_name)
+    m = build_model(cfg, ds.input_shape, ds.num_classes, seed=0)
     m.load_state_dict(state)
     return m
 
@@ -61,14 +66,15 @@ def forget_task(store: Store, art: Artifact, ds: DatasetSplits, bench: Benchmark
     path = f"artifacts/forget/{art.key}.json"
     if store.exists(path):
         return store.get_json(path)
-    model = _model(bench, cell.model, ds, original["state"]) if original is not None else None
+    model = model_from_state(bench, cell.model, ds, original["state"]) if original is not None else None
     fs = make_forget(ds, cell.forget, seed=cell.seed, original=model, device=pick_device(bench.device))
     out = {"indices": fs.indices.tolist(), "manifest": {**fs.manifest, "key": art.key}}
     store.put_json(path, out)
     return out
 
 
-def _forget_set(forget: dict) -> ForgetSet:
+def forget_set_of(forget: dict) -> ForgetSet:
+    """A :class:`ForgetSet` from the stored JSON form."""
     return ForgetSet(torch.tensor(forget["indices"], dtype=torch.int64), forget["manifest"])
 
 
@@ -79,10 +85,11 @@ def gold_task(store: Store, art: Artifact, ds: DatasetSplits, bench: BenchmarkCo
     path = f"artifacts/gold/{art.key}.pt"
     if store.exists(path):
         return store.get_torch(path)
-    inputs = cell_inputs(ds, _forget_set(forget))
-    model, summary = run_unlearning("retrain", retrain_cfg, _model(bench, cell.model, ds, original["state"]),
+    inputs = cell_inputs(ds, forget_set_of(forget))
+    model, summary = run_unlearning("retrain", retrain_cfg, model_from_state(bench, cell.model, ds, original["state"]),
                                     inputs, seed=cell.seed, device=pick_device(bench.device))
-    out = {"state": model.state_dict(), "meta": {"method_time_s": summary["method_time_s"], "key": art.key}}
+    out = {"state": model.state_dict(), "pred": gold_predictions(model, inputs, device=pick_device(bench.device)),
+           "meta": {"method_time_s": summary["method_time_s"], "key": art.key, "forget_key": forget["manifest"]["key"]}}
     store.put_torch(path, out)
     return out
 
@@ -97,14 +104,16 @@ def cell_task(store: Store, cell: Cell, ds: DatasetSplits, bench: BenchmarkConfi
     _threads()
     t0 = time.perf_counter()
     device = pick_device(bench.device)
-    fs = _forget_set(forget)
+    fs = forget_set_of(forget)
     inputs = cell_inputs(ds, fs)
-    original_model = _model(bench, cell.model, ds, original["state"])
+    original_model = model_from_state(bench, cell.model, ds, original["state"])
     unlearned, summary = run_unlearning(cell.method, cell.method_cfg, original_model, inputs, seed=cell.seed,
                                         device=device)
-    metrics = score_cell(unlearned, _model(bench, cell.model, ds, gold["state"]), original_model, inputs,
+    metrics = score_cell(unlearned, model_from_state(bench, cell.model, ds, gold["state"]), original_model, inputs,
                          seed=cell.seed, device=device, num_classes=ds.num_classes,
-                         gold_time_s=gold["meta"]["method_time_s"], method_time_s=summary["method_time_s"])
+                         gold_time_s=gold["meta"]["method_time_s"], method_time_s=summary["method_time_s"],
+                         gold_pred=Predictions(gold["pred"]["probs"], gold["pred"]["losses"]),
+                         original_alpha=original["meta"]["alpha"], original_test_acc=original["meta"]["test_acc"])
     manifest = fs.manifest
     row = {**cell.coords(), "status": "ok", "forget_fraction": _fraction(cell, manifest),
            "forget_size": manifest["size"], "train_size": manifest["train_size"],

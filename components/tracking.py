@@ -88,12 +88,14 @@ class Tracker:
     """
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None):
+        """``artifact_root`` applies to a SQLite backend only; a server keeps its own artifact store."""
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self._sqlite = _sqlite_path(tracking_uri)
         # A server chooses its own artifact store (mlflow-artifacts:/ proxy); a SQLite backend would
         # otherwise put artifacts in ./mlruns of whatever directory the driver was started from.
-        root = artifact_root if artifact_root is not None else (
-            self._sqlite.parent / "mlartifacts" if self._sqlite else None)
+        root = None
+        if self._sqlite:
+            root = artifact_root if artifact_root is not None else self._sqlite.parent / "mlartifacts"
         self.artifact_location = Path(root).resolve().as_uri() if root is not None else None
         self._experiment_id: str | None = None
 

@@ -22,7 +22,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from components.driver import preflight, run_benchmark  # noqa: E402
-from components.presets import PRESETS, resolve  # noqa: E402
+from components.presets import PRESETS, parse_overrides, resolve  # noqa: E402
+from components.tuning import apply_tuned, load_tuned  # noqa: E402
 from sragu_core.errors import ConfigError  # noqa: E402
 
 
@@ -32,31 +33,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. seeds=[0,1] or sragu.tau=2.0 (repeatable)")
     ap.add_argument("--out", default="runs", help="local folder for run folders and the default MLflow db")
+    ap.add_argument("--tuned", default=None, metavar="FILE", help="a tuned-config file from pipelines/tune.py: "
+                    "its configs are frozen and only seeds other than its tuning seed are evaluated")
     ap.add_argument("--store", default=None, help="artifact store: a folder or s3://bucket/prefix "
                     "(default: <out>/store)")
     return ap.parse_args(argv)
 
 
-def overrides(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError("--set", item, "KEY=VALUE, e.g. sragu.tau=2.0")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out).resolve()
+    tuned = None
     try:
-        resolved = resolve(args.preset, overrides(args.overrides))
+        resolved = resolve(args.preset, parse_overrides(args.overrides))
+        if args.tuned:
+            tuned = load_tuned(args.tuned)
+            resolved = apply_tuned(resolved, tuned)
         prepared = preflight(resolved, store_uri=args.store or str(out / "store"), out=out)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    code, _ = run_benchmark(prepared)
+    code, _ = run_benchmark(prepared, tuned=tuned)
     return code
 
 

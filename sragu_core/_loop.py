@@ -65,6 +65,7 @@ class LoopSpec:
     delta: float | None = None  # stop when max|Δθ| over an epoch ≤ delta
     monitor_split: Split | None = None  # per-epoch loss/accuracy recorded on this split (D_f)
     monitor: Callable[[nn.Module, dict], str | None] | None = None  # returns a stop reason or None
+    on_epoch: Callable[[nn.Module, dict], None] | None = None  # observer after every epoch (Tune reports)
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -142,6 +143,8 @@ def run_loop(model: nn.Module, spec: LoopSpec) -> Trace:
         if stop is None and spec.monitor is not None:
             stop = spec.monitor(model, record)
         trace.epochs.append(record)
+        if spec.on_epoch is not None:
+            spec.on_epoch(model, record)
         if stop is not None:
             break
     trace.stop_reason = stop or "max_iters"

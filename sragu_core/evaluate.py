@@ -64,8 +64,10 @@ def gold_reference(gold: nn.Module, splits: CellSplits, *, device, seed: int) ->
 
 def evaluate_cell(unlearned: nn.Module, gold: nn.Module, original: nn.Module, splits: CellSplits, *,
                   device, seed: int, num_classes: int, gold_pred: Predictions | None = None,
-                  original_alpha: dict[str, float] | None = None) -> dict[str, float]:
-    """All metrics of ``unlearned``; ``gold_pred`` lets callers reuse the gold's predictions across methods."""
+                  original_alpha: dict[str, float] | None = None,
+                  original_test_acc: float | None = None) -> dict[str, float]:
+    """All metrics of ``unlearned``.  ``gold_pred``, ``original_alpha`` and ``original_test_acc`` let callers
+    compute what every method of a forget set shares once (the pipeline stores them with the gold and θ0)."""
     pu = predictions(unlearned, splits, device=device)
     pg = gold_pred or predictions(gold, splits, device=device)
     idx = M.size_matched(len(splits.forget), len(splits.test), seed)
@@ -85,7 +87,9 @@ def evaluate_cell(unlearned: nn.Module, gold: nn.Module, original: nn.Module, sp
     # stability
     all_losses = torch.cat([pu.losses[s] for s in ("forget", "retain", "test")])
     row["diverged"] = float(M.diverged(unlearned, all_losses))
-    test_acc_0 = M.accuracy(M.predict(original, splits.test, device=device)[0], splits.test.y.cpu())
+    test_acc_0 = original_test_acc
+    if test_acc_0 is None:
+        test_acc_0 = M.accuracy(M.predict(original, splits.test, device=device)[0], splits.test.y.cpu())
     row["original_test_acc"] = test_acc_0
     row["test_acc_drop"] = test_acc_0 - acc_u["test_acc"]
     shifts = M.layer_relative_shift(_state(original), _state(unlearned))

@@ -92,7 +92,7 @@ METRIC_INFO: dict[str, tuple[str, str]] = {
     "rte": ("higher", "t_gold / t_method (wall time of retraining over the method's)"),
     "method_time_s": ("lower", "wall seconds of the unlearning method"),
     "spectral_time_s": ("lower", "wall seconds of the spectral (alpha) diagnostics"),
-    "peak_mem_mb": ("lower", "peak memory of the method in MiB"),
+    "peak_mem_mb": ("lower", "peak RSS (MiB) of the worker process that ran the method; CUDA: allocator peak"),
 }
 
 

@@ -37,7 +37,7 @@ class TrainConfig:
 
 
 def train(model: nn.Module, data: Split, cfg: TrainConfig, *, seed: int,
-          monitor_split: Split | None = None) -> Trace:
+          monitor_split: Split | None = None, on_epoch=None) -> Trace:
     """Train ``model`` in place on ``data`` (already on the model's device) with the recipe above."""
     check(len(data) > 0, "train_set", 0, "at least one sample")
     gen = seeded(seed)
@@ -48,5 +48,5 @@ def train(model: nn.Module, data: Split, cfg: TrainConfig, *, seed: int,
 
     spec = LoopSpec(batches=lambda epoch: minibatches(data, cfg.batch_size, gen), loss=loss, lr=cfg.lr,
                     max_epochs=cfg.epochs, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                    monitor_split=monitor_split)
+                    monitor_split=monitor_split, on_epoch=on_epoch)
     return run_loop(model, spec)

@@ -6,61 +6,32 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import json
 import pickle
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
 import torch
+from conftest import AWS_ENV, free_port
 
 from components.store import Store
 from sragu_core.errors import ConfigError
 
 BUCKET = "sragu-test"
-AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint():
-    """A real moto S3 server on 127.0.0.1 with the AWS variables pointing at it and one bucket."""
-    port = free_port()
-    server = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen(
-        [str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                urllib.request.urlopen(endpoint, timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not answer on {endpoint}") from None
-                time.sleep(0.1)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-            mp.setenv("AWS_ENDPOINT_URL", endpoint)
-            for k, v in AWS_ENV.items():
-                mp.setenv(k, v)
-            Store(f"s3://{BUCKET}").boto3_client().create_bucket(Bucket=BUCKET)
-            yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def s3_endpoint(s3_server):
+    """The session's moto S3 server with the AWS variables pointing at it and one bucket."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+        mp.setenv("AWS_ENDPOINT_URL", s3_server)
+        for k, v in AWS_ENV.items():
+            mp.setenv(k, v)
+        client = Store(f"s3://{BUCKET}").boto3_client()
+        if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
+            client.create_bucket(Bucket=BUCKET)
+        yield s3_server
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.service)])
@@ -211,7 +182,8 @@ def test_local_uri_normalised(tmp_path, monkeypatch):
 
 def test_check_local(tmp_path):
     Store(str(tmp_path / "new" / "root")).check()
-    assert (tmp_path / "new" / "root").is_dir() and list((tmp_path / "new" / "root").iterdir()) == []
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+    assert list(tmp_path.iterdir()) == []
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ConfigError, match="store.*writable folder"):
         Store(str(tmp_path / "afile" / "sub")).check()

@@ -9,12 +9,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import json
 import math
-import signal
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import matplotlib
@@ -23,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from conftest import free_port  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from components.tracking import (  # noqa: E402
@@ -40,12 +37,6 @@ CONFIG = {"name": "smoke", "train": {"lr": 0.1, "epochs": 2, "opt": {"momentum":
 ALPHA_OMEGA = [{"name": "fc1", "alpha": 2.4, "omega": 1.3, "status": "ok"},
                {"name": "fc2", "alpha": float("nan"), "omega": 1.0, "status": "too_few_evals"},
                {"name": "out", "alpha": 4.1, "omega": 0.7, "status": "ok"}]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _scenario(tracker: Tracker, tmp: Path) -> dict:
@@ -117,7 +108,7 @@ def test_flatten_and_uris(tmp_path, monkeypatch):
 
 def test_sqlite_store_layout(tmp_path, monkeypatch):
     # A bogus global URI and a foreign cwd prove the Tracker uses neither.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
     uri = default_tracking_uri(tmp_path / "runs")
@@ -178,7 +169,7 @@ def test_check_unreachable_server_fails_fast():
         with pytest.raises(ConfigError) as err:
             tracker.check()
         assert time.monotonic() - t0 < 10 and "no answer within 5 s" in str(err.value)
-    closed = Tracker(f"http://user:secret@127.0.0.1:{_free_port()}", EXP)
+    closed = Tracker(f"http://user:secret@127.0.0.1:{free_port()}", EXP)
     t0 = time.monotonic()
     with pytest.raises(ConfigError) as err:
         closed.check()
@@ -188,48 +179,16 @@ def test_check_unreachable_server_fails_fast():
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # the fail-fast settings were scoped
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # ≈0.4 GB instead of 2.3 GB (SPEC §9)
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path}/srv.db",
-         "--artifacts-destination", str(tmp_path / "art")],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
-
-
 @pytest.mark.slow
 @pytest.mark.service
 def test_real_server(mlflow_server, tmp_path):
-    tracker = Tracker(mlflow_server, EXP)
+    uri, art = mlflow_server
+    tracker = Tracker(uri, EXP)
     ids = _scenario(tracker, tmp_path)
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(uri)
     _verify(client, ids)
     assert client.get_experiment_by_name(EXP).artifact_location.startswith("mlflow-artifacts:")
-    stored = list((tmp_path / "art").rglob("alpha_omega.png"))  # uploaded through the server's proxy
+    exp_id = client.get_experiment_by_name(EXP).experiment_id  # the server is shared by the session's tests
+    stored = list((art / exp_id).rglob("alpha_omega.png"))  # uploaded through the server's proxy
     assert len(stored) == 1 and ids["good"] in str(stored[0])
     assert tracker.find_cell("mnist_5k/mlp/s0/random:0.1/sragu") == ids["good"]

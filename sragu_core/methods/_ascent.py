@@ -16,7 +16,7 @@ better than unseen data was, which is where a retrained model's forget accuracy 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -32,9 +32,9 @@ __all__ = ["AscentConfig", "scaled_ascent"]
 
 @dataclass(frozen=True)
 class AscentConfig:
-    eta: float = 0.01
+    eta: float = field(default=0.01, metadata={"search": ("log", 1e-4, 1e-1)})
     delta: float = 1e-4
-    max_iters: int = 100
+    max_iters: int = field(default=100, metadata={"search": ("int", 1, 100)})
     batch_size: int = 64
     direction: Literal["ascent", "descent"] = "ascent"
     leakage_stop: Literal["forget_le_val", "divergence", "none"] = "forget_le_val"
@@ -80,7 +80,8 @@ def _leakage_monitor(model: nn.Module, data: UnlearnData, cfg: AscentConfig) -> 
 
 def scaled_ascent(model: nn.Module, data: UnlearnData, cfg: AscentConfig, *, seed: int,
                   scale: dict[str, torch.Tensor] | None,
-                  rescale: Callable[[nn.Module, int], dict[str, torch.Tensor]] | None = None) -> Trace:
+                  rescale: Callable[[nn.Module, int], dict[str, torch.Tensor]] | None = None,
+                  on_epoch: Callable | None = None) -> Trace:
     """Run the Ŝ-scaled forget-set update above on ``model`` in place."""
     sign = 1.0 if cfg.direction == "ascent" else -1.0
     gen = seeded(seed)
@@ -91,5 +92,5 @@ def scaled_ascent(model: nn.Module, data: UnlearnData, cfg: AscentConfig, *, see
 
     spec = LoopSpec(batches=lambda epoch: minibatches(data.forget, cfg.batch_size, gen), loss=loss,
                     lr=cfg.eta, max_epochs=cfg.max_iters, scale=scale, rescale=rescale, delta=cfg.delta,
-                    monitor_split=data.forget, monitor=_leakage_monitor(model, data, cfg))
+                    monitor_split=data.forget, monitor=_leakage_monitor(model, data, cfg), on_epoch=on_epoch)
     return run_loop(model, spec)

@@ -1,7 +1,8 @@
 """The method registry: name → (frozen config class, function).  One entry per module (STYLE §1).
 
-Every method has the signature ``fn(model, data: UnlearnData, cfg, *, seed) -> MethodResult`` and works
-on its own copy: :func:`run_method` deep-copies the input model and moves model and data to ``device``.
+Every method has the signature ``fn(model, data: UnlearnData, cfg, *, seed, on_epoch=None) -> MethodResult``
+(``on_epoch(model, record)`` observes every epoch of the shared loop) and works on its own copy:
+:func:`run_method` deep-copies the input model and moves model and data to ``device``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _check_data(data: UnlearnData) -> None:
 
 
 def run_method(name: str, model: nn.Module, data: UnlearnData, cfg: Any = None, *, seed: int,
-               device: torch.device | str = "cpu") -> MethodResult:
+               device: torch.device | str = "cpu", on_epoch: Callable | None = None) -> MethodResult:
     """Run method ``name`` on a copy of ``model``; the input model is left untouched."""
     spec = METHODS[name]
     cfg = spec.config() if cfg is None else cfg
@@ -59,6 +60,6 @@ def run_method(name: str, model: nn.Module, data: UnlearnData, cfg: Any = None, 
         raise ConfigError("model.weights", "non-finite", "finite weights (the input model has NaN or inf)")
     work = copy.deepcopy(model).to(device)
     t0 = time.perf_counter()
-    result = spec.fn(work, data.to(device), cfg, seed=seed)
+    result = spec.fn(work, data.to(device), cfg, seed=seed, on_epoch=on_epoch)
     result.trace.wall_time_s = time.perf_counter() - t0
     return result

@@ -29,14 +29,14 @@ class AGUConfig(AscentConfig):
 
 
 def agu_with_sensitivity(model: nn.Module, data: UnlearnData, cfg: AscentConfig, *, seed: int,
-                         s_hat: dict[str, torch.Tensor]) -> MethodResult:
+                         s_hat: dict[str, torch.Tensor], on_epoch=None) -> MethodResult:
     """AGU's update and stopping rule with a given normalised sensitivity Ŝ (used by SRAGU and tests)."""
-    trace = scaled_ascent(model, data, cfg, seed=seed, scale=s_hat)
+    trace = scaled_ascent(model, data, cfg, seed=seed, scale=s_hat, on_epoch=on_epoch)
     return MethodResult(model, trace)
 
 
 @register("agu", AGUConfig)
-def agu(model: nn.Module, data: UnlearnData, cfg: AGUConfig, *, seed: int) -> MethodResult:
+def agu(model: nn.Module, data: UnlearnData, cfg: AGUConfig, *, seed: int, on_epoch=None) -> MethodResult:
     device = next(model.parameters()).device
     s_hat = normalise_global_max(forget_sensitivity(model, data.forget, batch_size=cfg.batch_size, device=device))
-    return agu_with_sensitivity(model, data, cfg, seed=seed, s_hat=s_hat)
+    return agu_with_sensitivity(model, data, cfg, seed=seed, s_hat=s_hat, on_epoch=on_epoch)

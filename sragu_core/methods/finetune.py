@@ -6,7 +6,7 @@ Touches D_r (and D_f for the per-epoch trace only).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -22,9 +22,9 @@ __all__ = ["FinetuneConfig", "finetune"]
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    lr: float = 0.01
+    lr: float = field(default=0.01, metadata={"search": ("log", 1e-3, 1e-1)})
     momentum: float = 0.9
-    epochs: int = 2
+    epochs: int = field(default=2, metadata={"search": ("int", 1, 5)})
     batch_size: int = 64
 
     def __post_init__(self):
@@ -35,7 +35,8 @@ class FinetuneConfig:
 
 
 @register("finetune", FinetuneConfig)
-def finetune(model: nn.Module, data: UnlearnData, cfg: FinetuneConfig, *, seed: int) -> MethodResult:
+def finetune(model: nn.Module, data: UnlearnData, cfg: FinetuneConfig, *, seed: int,
+             on_epoch=None) -> MethodResult:
     gen = seeded(seed)
 
     def loss(m: nn.Module, batch) -> torch.Tensor:
@@ -43,5 +44,5 @@ def finetune(model: nn.Module, data: UnlearnData, cfg: FinetuneConfig, *, seed: 
         return F.cross_entropy(m(x), y)
 
     spec = LoopSpec(batches=lambda epoch: minibatches(data.retain, cfg.batch_size, gen), loss=loss, lr=cfg.lr,
-                    max_epochs=cfg.epochs, momentum=cfg.momentum, monitor_split=data.forget)
+                    max_epochs=cfg.epochs, momentum=cfg.momentum, monitor_split=data.forget, on_epoch=on_epoch)
     return MethodResult(model, run_loop(model, spec))

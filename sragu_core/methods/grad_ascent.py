@@ -24,5 +24,6 @@ class GradAscentConfig(AscentConfig):
 
 
 @register("grad_ascent", GradAscentConfig)
-def grad_ascent(model: nn.Module, data: UnlearnData, cfg: GradAscentConfig, *, seed: int) -> MethodResult:
-    return MethodResult(model, scaled_ascent(model, data, cfg, seed=seed, scale=None))
+def grad_ascent(model: nn.Module, data: UnlearnData, cfg: GradAscentConfig, *, seed: int,
+                on_epoch=None) -> MethodResult:
+    return MethodResult(model, scaled_ascent(model, data, cfg, seed=seed, scale=None, on_epoch=on_epoch))

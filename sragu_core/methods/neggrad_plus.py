@@ -7,7 +7,7 @@ retain set.  An epoch is one pass over D_f.  Touches D_f and D_r.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -23,9 +23,9 @@ __all__ = ["NegGradPlusConfig", "neggrad_plus"]
 
 @dataclass(frozen=True)
 class NegGradPlusConfig:
-    lr: float = 0.01
+    lr: float = field(default=0.01, metadata={"search": ("log", 1e-3, 1e-1)})
     beta: float = 0.9
-    epochs: int = 5
+    epochs: int = field(default=5, metadata={"search": ("int", 1, 10)})
     batch_size: int = 64
 
     def __post_init__(self):
@@ -36,7 +36,8 @@ class NegGradPlusConfig:
 
 
 @register("neggrad_plus", NegGradPlusConfig)
-def neggrad_plus(model: nn.Module, data: UnlearnData, cfg: NegGradPlusConfig, *, seed: int) -> MethodResult:
+def neggrad_plus(model: nn.Module, data: UnlearnData, cfg: NegGradPlusConfig, *, seed: int,
+                 on_epoch=None) -> MethodResult:
     gen = seeded(seed)
     retain_iter = iter(())
 
@@ -53,5 +54,6 @@ def neggrad_plus(model: nn.Module, data: UnlearnData, cfg: NegGradPlusConfig, *,
         xf, yf, xr, yr = batch
         return cfg.beta * F.cross_entropy(m(xr), yr) - (1 - cfg.beta) * F.cross_entropy(m(xf), yf)
 
-    spec = LoopSpec(batches=batches, loss=loss, lr=cfg.lr, max_epochs=cfg.epochs, monitor_split=data.forget)
+    spec = LoopSpec(batches=batches, loss=loss, lr=cfg.lr, max_epochs=cfg.epochs, monitor_split=data.forget,
+                    on_epoch=on_epoch)
     return MethodResult(model, run_loop(model, spec))

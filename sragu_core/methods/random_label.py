@@ -6,7 +6,7 @@ y' = (y + U{1, …, C−1}) mod C.  Touches D_f only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -22,9 +22,9 @@ __all__ = ["RandomLabelConfig", "random_label", "wrong_labels"]
 
 @dataclass(frozen=True)
 class RandomLabelConfig:
-    lr: float = 0.01
+    lr: float = field(default=0.01, metadata={"search": ("log", 1e-3, 1e-1)})
     momentum: float = 0.0
-    epochs: int = 5
+    epochs: int = field(default=5, metadata={"search": ("int", 1, 10)})
     batch_size: int = 64
 
     def __post_init__(self):
@@ -41,7 +41,8 @@ def wrong_labels(y: torch.Tensor, num_classes: int, gen: torch.Generator) -> tor
 
 
 @register("random_label", RandomLabelConfig)
-def random_label(model: nn.Module, data: UnlearnData, cfg: RandomLabelConfig, *, seed: int) -> MethodResult:
+def random_label(model: nn.Module, data: UnlearnData, cfg: RandomLabelConfig, *, seed: int,
+                 on_epoch=None) -> MethodResult:
     gen = seeded(seed)
 
     def batches(epoch: int):
@@ -53,5 +54,5 @@ def random_label(model: nn.Module, data: UnlearnData, cfg: RandomLabelConfig, *,
         return F.cross_entropy(m(x), y)
 
     spec = LoopSpec(batches=batches, loss=loss, lr=cfg.lr, max_epochs=cfg.epochs, momentum=cfg.momentum,
-                    monitor_split=data.forget)
+                    monitor_split=data.forget, on_epoch=on_epoch)
     return MethodResult(model, run_loop(model, spec))

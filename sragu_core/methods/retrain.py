@@ -26,12 +26,13 @@ class RetrainConfig(TrainConfig):
     pass
 
 
-def retrain_from_scratch(model: nn.Module, data: UnlearnData, cfg: TrainConfig, *, seed: int) -> MethodResult:
+def retrain_from_scratch(model: nn.Module, data: UnlearnData, cfg: TrainConfig, *, seed: int,
+                         on_epoch=None) -> MethodResult:
     reinit_(model, seed)
-    trace = train(model, data.retain, cfg, seed=seed, monitor_split=data.forget)
+    trace = train(model, data.retain, cfg, seed=seed, monitor_split=data.forget, on_epoch=on_epoch)
     return MethodResult(model, trace)
 
 
 @register("retrain", RetrainConfig)
-def retrain(model: nn.Module, data: UnlearnData, cfg: RetrainConfig, *, seed: int) -> MethodResult:
-    return retrain_from_scratch(model, data, cfg, seed=seed)
+def retrain(model: nn.Module, data: UnlearnData, cfg: RetrainConfig, *, seed: int, on_epoch=None) -> MethodResult:
+    return retrain_from_scratch(model, data, cfg, seed=seed, on_epoch=on_epoch)

@@ -31,5 +31,6 @@ class RetrainIndepConfig(TrainConfig):
 
 
 @register("retrain_indep", RetrainIndepConfig)
-def retrain_indep(model: nn.Module, data: UnlearnData, cfg: RetrainIndepConfig, *, seed: int) -> MethodResult:
-    return retrain_from_scratch(model, data, cfg, seed=seed + cfg.seed_offset)
+def retrain_indep(model: nn.Module, data: UnlearnData, cfg: RetrainIndepConfig, *, seed: int,
+                  on_epoch=None) -> MethodResult:
+    return retrain_from_scratch(model, data, cfg, seed=seed + cfg.seed_offset, on_epoch=on_epoch)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -39,15 +39,22 @@ __all__ = ["SRAGUConfig", "sragu", "layer_omegas", "param_layers"]
 
 @dataclass(frozen=True)
 class SRAGUConfig(AscentConfig):
-    omega_map: Literal["gaussian", "trapezoid", "monotone", "linear_rank"] = "gaussian"
-    alpha_star: float = 4.0
-    tau: float = 1.5
-    omega_min: float = 0.1
-    omega_max: float = 1.0
+    # searched by Tune (components/tuning.py reads these ranges; ω_min and ω_max ranges never cross)
+    omega_map: Literal["gaussian", "trapezoid", "monotone", "linear_rank"] = field(
+        default="gaussian", metadata={"search": ("choice",)})
+    alpha_star: float = field(default=4.0, metadata={"search": ("float", 2.0, 6.0)})
+    tau: float = field(default=1.5, metadata={"search": ("float", 0.5, 3.0)})
+    omega_min: float = field(default=0.1, metadata={"search": ("float", 0.0, 0.5)})
+    omega_max: float = field(default=1.0, metadata={"search": ("float", 0.5, 1.0)})
     alpha_lo: float = 2.0
     alpha_hi: float = 6.0
     omega_missing: float = 1.0
-    renorm: Literal["max", "mean", "none"] = "max"
+    renorm: Literal["max", "mean", "none"] = field(default="max", metadata={"search": ("choice",)})
+    # the stop-rule thresholds are searched for SRAGU (AscentConfig fields, redeclared with a range)
+    delta: float = field(default=1e-4, metadata={"search": ("log", 1e-6, 1e-2)})
+    epsilon: float = field(default=0.2, metadata={"search": ("float", 0.05, 0.5)})
+    leakage_stop: Literal["forget_le_val", "divergence", "none"] = field(
+        default="forget_le_val", metadata={"search": ("choice",)})
     min_evals: int = 10
     alpha_every_epoch: bool = False
 
@@ -104,7 +111,7 @@ def _reweight(s_hat: dict[str, torch.Tensor], owner: dict[str, str | None], tabl
 
 
 @register("sragu", SRAGUConfig)
-def sragu(model: nn.Module, data: UnlearnData, cfg: SRAGUConfig, *, seed: int) -> MethodResult:
+def sragu(model: nn.Module, data: UnlearnData, cfg: SRAGUConfig, *, seed: int, on_epoch=None) -> MethodResult:
     device = next(model.parameters()).device
     s_hat = normalise_global_max(forget_sensitivity(model, data.forget, batch_size=cfg.batch_size, device=device))
     owner = param_layers(model)
@@ -122,7 +129,7 @@ def sragu(model: nn.Module, data: UnlearnData, cfg: SRAGUConfig, *, seed: int) -
 
     scale = _reweight(s_hat, owner, table, cfg)
     trace = scaled_ascent(model, data, cfg, seed=seed, scale=scale,
-                          rescale=rescale if cfg.alpha_every_epoch else None)
+                          rescale=rescale if cfg.alpha_every_epoch else None, on_epoch=on_epoch)
     trace.extras["alpha_omega"] = table
     trace.extras["spectral_time_s"] = spectral_time
     if cfg.alpha_every_epoch:

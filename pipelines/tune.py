@@ -1,0 +1,90 @@
+"""Tune unlearning hyperparameters with Ray Tune, then hand the result to the benchmark.
+
+    python pipelines/tune.py --preset smoke --tune trials=8
+    python pipelines/tune.py --preset default --tune methods=[sragu,agu] --tune trials=24 --space sragu.tau=0.5:3
+    python pipelines/benchmark.py --preset default --tuned runs/tuned-default.json   # held-out seeds only
+
+Every method gets the same number of trials (Optuna TPE, first trial = its default config, ASHA early
+stopping) on the tuning seed's cached originals, forget sets and golds.  Rerunning the same command
+resumes an interrupted sweep (``--fresh`` starts over).  Writes ``<out>/tuned-<preset>.json``; MLflow
+gets a parent run per sweep and a child per trial.  Bad settings or search spaces are one ``error:``
+line and exit code 2 before Ray starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from components.driver import preflight  # noqa: E402
+from components.presets import PRESETS, parse_overrides, resolve  # noqa: E402
+from components.sweep import SweepInterrupted, run_sweeps  # noqa: E402
+from components.tuning import TuneSettings, parse_space_override, search_space  # noqa: E402
+from sragu_core.config import override  # noqa: E402
+from sragu_core.errors import ConfigError  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="default", help=f"the benchmark setting to tune on: {sorted(PRESETS)}")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="benchmark override, as in pipelines/benchmark.py (e.g. regimes=[random:0.1])")
+    ap.add_argument("--tune", dest="tune", action="append", default=[], metavar="KEY=VALUE",
+                    help="sweep setting: methods, trials, tuning_seed, objective, penalty, drop_tolerance, "
+                         "penalty_split, max_concurrent, trial.num_cpus, trial.num_gpus, grace_period, ...")
+    ap.add_argument("--space", action="append", default=[], metavar="METHOD.FIELD=RANGE",
+                    help="override a searched range: lo:hi, log:lo:hi, int:lo:hi or a,b,c")
+    ap.add_argument("--out", default="runs", help="local folder for the tuned file and the default MLflow db")
+    ap.add_argument("--store", default=None, help="artifact store (default: <out>/store); Tune results go to "
+                                                  "<store>/tune")
+    ap.add_argument("--fresh", action="store_true", help="start the sweeps over instead of resuming them")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out).resolve()
+    try:
+        resolved = resolve(args.preset, parse_overrides(args.overrides))
+        settings = override(TuneSettings(), parse_overrides(args.tune, "--tune"), prefix="tune")
+        spaces: dict[str, dict] = {}
+        for key, text in parse_overrides(args.space, "--space").items():
+            method, name, spec = parse_space_override(key, text)
+            spaces.setdefault(method, {})[name] = spec
+        for m in settings.methods:
+            search_space(m, spaces.get(m))
+        prepared = preflight(resolved, store_uri=args.store or str(out / "store"), out=out,
+                             experiment=f"sragu-tune-{resolved.bench.name}")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    name = f"tune-{resolved.bench.name}-s{settings.tuning_seed}"
+    t0 = time.perf_counter()
+    try:
+        doc = run_sweeps(resolved, settings, prepared.store, prepared.datasets, prepared.tracker, name=name,
+                         space_overrides=spaces, fresh=args.fresh)
+    except SweepInterrupted as e:
+        print(f"interrupted: {e}", flush=True)
+        return 130
+    doc["wall_s"] = time.perf_counter() - t0
+    path = out / f"tuned-{resolved.bench.name}.json"
+    path.write_text(json.dumps(doc, indent=2))
+    summary = {f"{m}.objective": e["objective"] for m, e in doc["methods"].items()}
+    summary |= {f"{m}.default_objective": e["default_objective"] for m, e in doc["methods"].items()}
+    summary |= {f"best.{m}": json.dumps(e["config"]) for m, e in doc["methods"].items()}  # strings become tags
+    prepared.tracker.finish_parent(doc["mlflow_parent"], artifacts={"tuned.json": path}, metrics=summary)
+    print(f"tuned configs: {path}\nnext: python pipelines/benchmark.py --preset {resolved.bench.name} "
+          f"--tuned {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

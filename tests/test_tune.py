@@ -1,0 +1,227 @@
+"""Ray Tune sweeps: spaces from the typed configs, bad spaces refused, a real smoke sweep, resume, --tuned."""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import time
+from typing import get_args, get_type_hints
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import ROOT
+from mlflow.tracking import MlflowClient
+
+from components.presets import resolve
+from components.store import Store
+from components.tuning import TuneSettings, parse_space_override, search_space
+from sragu_core.errors import ConfigError
+from sragu_core.methods import METHODS, run_method
+from sragu_core.methods.sragu import SRAGUConfig
+from sragu_core.metrics import accuracy, kl_to_gold, predict
+from sragu_core.models import ModelConfig, build_model
+
+
+def test_spaces_come_from_the_typed_configs():
+    sr = search_space("sragu")
+    assert {"omega_map", "alpha_star", "tau", "omega_min", "omega_max", "renorm", "eta", "max_iters", "delta",
+            "epsilon"} <= set(sr)
+    assert sr["omega_map"].values == get_args(get_type_hints(SRAGUConfig)["omega_map"])
+    assert set(sr["renorm"].values) == {"max", "mean", "none"}
+    # the range is read from the field's metadata: one declaration, no second copy
+    tau = next(f for f in dataclasses.fields(SRAGUConfig) if f.name == "tau")
+    assert (sr["tau"].kind, sr["tau"].low, sr["tau"].high) == tau.metadata["search"]
+    assert set(search_space("agu")) == {"eta", "max_iters"}
+    for baseline in ("finetune", "neggrad_plus", "random_label"):
+        assert set(search_space(baseline)) == {"lr", "epochs"}, baseline
+    assert set(search_space("grad_ascent")) == {"eta", "max_iters"}
+    # defaults lie inside their own ranges, so the default config is a legal first trial
+    for m in ("sragu", "agu", "finetune", "neggrad_plus", "random_label", "grad_ascent"):
+        cfg = METHODS[m].config()
+        for k, d in search_space(m).items():
+            v = getattr(cfg, k)
+            assert (v in d.values) if d.kind == "choice" else (d.low <= v <= d.high), (m, k, v)
+
+
+@pytest.mark.parametrize("key,text,field", [
+    ("sragu.nope", "1:2", "--space"),               # unknown field
+    ("nope.tau", "1:2", "--space"),                 # unknown method
+    ("sragu.tau", "3:1", "sragu.tau"),              # empty range
+    ("sragu.tau", "2:2", "sragu.tau"),              # empty range
+    ("sragu.tau", "a:b", "sragu.tau"),              # wrong type
+    ("sragu.max_iters", "1.5:4", "sragu.max_iters"),  # wrong type for an int field
+    ("sragu.omega_map", "gaussian,cubic", "sragu.omega_map"),  # not a choice of the Literal
+    ("sragu.eta", "log:0:1", "sragu.eta"),          # log range through 0
+])
+def test_bad_search_spaces_are_config_errors(key, text, field):
+    with pytest.raises(ConfigError) as e:
+        parse_space_override(key, text)
+    assert e.value.field.startswith(field)
+
+
+def test_space_override_narrows_a_range():
+    method, name, spec = parse_space_override("sragu.tau", "0.5:3")
+    dims = search_space(method, {name: spec})
+    assert (dims["tau"].low, dims["tau"].high) == (0.5, 3.0)
+    assert parse_space_override("sragu.eta", "log:1e-4:1e-2")[2] == ("log", "1e-4", "1e-2")
+
+
+def test_bad_settings():
+    with pytest.raises(ConfigError, match="tune.trials=0"):
+        TuneSettings(trials=0)
+    with pytest.raises(ConfigError, match="tune.methods='retrain'"):
+        TuneSettings(methods=("retrain",))
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--space", "sragu.tau=3:1"], ["sragu.tau", "3:1"]),
+    (["--space", "sragu.bogus=1:2"], ["--space", "sragu.bogus"]),
+    (["--tune", "trials=zero"], ["tune.trials", "zero"]),
+    (["--tune", "methods=[sragu,nope]"], ["tune.methods", "nope"]),
+])
+def test_cli_bad_space_is_one_line_before_ray(tmp_path, args, words):
+    r = subprocess.run([sys.executable, "pipelines/tune.py", "--preset", "smoke", *args, "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error:")
+    assert all(w in r.stderr for w in words)
+    assert list(tmp_path.iterdir()) == []
+
+
+def tune(tmp_path, *args, timeout=900, **kw):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update({"OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"})
+    cmd = [sys.executable, "pipelines/tune.py", "--preset", "smoke", "--out", str(tmp_path / "out"), *args]
+    if kw.get("popen"):
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _objective_by_hand(method, cfg, tmp_path, doc):
+    """The sweep's objective recomputed here from the stored artifacts with the metric functions directly."""
+    resolved = resolve("smoke", {})
+    store = Store(str(tmp_path / "out" / "store"))
+    from components.datasets import load_dataset
+
+    ds = load_dataset("mnist_5k", seed=0)
+    train = ds.train.subset(torch.arange(2000))
+    values = []
+    for meta in sorted(store.list("artifacts/forget/")):
+        fs = store.get_json(meta)
+        idx = torch.tensor(fs["indices"])
+        mask = torch.ones(len(train), dtype=torch.bool)
+        mask[idx] = False
+        from sragu_core.data import UnlearnData
+
+        data = UnlearnData(train.subset(idx), train.subset(torch.nonzero(mask).squeeze(1)), ds.val, 10)
+        (orig_key,) = store.list("artifacts/originals/")
+        original = build_model(ModelConfig("mlp"), (1, 28, 28), 10, seed=0)
+        original.load_state_dict(store.get_torch(orig_key)["state"])
+        gold = build_model(ModelConfig("mlp"), (1, 28, 28), 10, seed=0)
+        golds = [g for g in store.list("artifacts/gold/")
+                 if store.get_torch(g)["meta"]["key"] and _gold_matches(store, g, fs)]
+        gold.load_state_dict(store.get_torch(golds[0])["state"])
+        u = run_method(method, original, data, cfg, seed=doc["tuned_seed"]).model
+        dist = kl_to_gold(predict(u, data.forget, device="cpu")[0], predict(gold, data.forget, device="cpu")[0])
+        drop = accuracy(predict(original, ds.val, device="cpu")[0], ds.val.y) - \
+            accuracy(predict(u, ds.val, device="cpu")[0], ds.val.y)
+        values.append(dist + 1.0 * max(0.0, drop - 0.02))
+    assert len(values) == 2 and resolved.bench.regimes == ("random:0.1", "high_loss:0.05")
+    return sum(values) / len(values)
+
+
+def _gold_matches(store, gold_key, forget):
+    return store.get_torch(gold_key)["meta"].get("forget_key") == forget["manifest"]["key"]
+
+
+@pytest.mark.slow
+@pytest.mark.service
+def test_smoke_sweep_then_benchmark_on_held_out_seeds(tmp_path):
+    r = tune(tmp_path, "--tune", "methods=[sragu,agu]", "--tune", "trials=4", "--tune", "max_concurrent=2")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    doc = json.loads((tmp_path / "out" / "tuned-smoke.json").read_text())
+    assert doc["tuned_seed"] == 1000 and set(doc["methods"]) == {"sragu", "agu"}
+    for m, entry in doc["methods"].items():
+        assert entry["trials"] == 4  # the same budget for every method
+        assert entry["objective"] <= entry["default_objective"] + 1e-9, m
+        default = METHODS[m].config()
+        tuned = dataclasses.replace(default, **entry["config"])
+        by_hand_default = _objective_by_hand(m, default, tmp_path, doc)
+        by_hand_tuned = _objective_by_hand(m, tuned, tmp_path, doc)
+        assert by_hand_default == pytest.approx(entry["default_objective"], rel=1e-6, abs=1e-9)
+        assert by_hand_tuned == pytest.approx(entry["objective"], rel=1e-6, abs=1e-9)
+        assert by_hand_tuned <= by_hand_default + 1e-9
+    # MLflow: a parent per sweep, one child per trial (one integration only: no duplicates)
+    client = MlflowClient(f"sqlite:///{tmp_path}/out/mlflow.db")
+    exp = client.get_experiment_by_name("sragu-tune-smoke")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [x for x in runs if x.data.tags.get("sragu.role") == "parent"]
+    trials = [x for x in runs if x.data.tags.get("sragu.role") == "trial"]
+    assert len(parents) == 1 and len(trials) == 8
+    assert all(t.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for t in trials)
+    assert json.loads(parents[0].data.tags["best.sragu"]) == doc["methods"]["sragu"]["config"]
+    assert "tuned.json" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+
+    # the benchmark consumes the file: tuned configs frozen, the tuning seed never evaluated
+    b = subprocess.run([sys.executable, "pipelines/benchmark.py", "--preset", "smoke", "--out", str(tmp_path / "out"),
+                        "--set", "seeds=[0,1000]", "--set", "methods=[agu,sragu,finetune]", "--tuned",
+                        str(tmp_path / "out" / "tuned-smoke.json")], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert b.returncode == 0, b.stderr[-3000:]
+    run = sorted(p for p in (tmp_path / "out").glob("smoke-*") if p.is_dir())[-1]
+    t = pq.read_table(run / "results.parquet").to_pandas()
+    assert set(t.seed) == {0}
+    assert t[t.method.isin(["agu", "sragu"])].tuned.all() and not t[t.method == "finetune"].tuned.any()
+    assert (t[t.tuned].tuned_seed == 1000).all()
+    cfg = json.loads((run / "config.json").read_text())["config"]["method_configs"]["sragu"]
+    for k, v in doc["methods"]["sragu"]["config"].items():
+        assert cfg[k] == pytest.approx(v) if isinstance(v, float) else cfg[k] == v
+    assert "tuned on seed 1000" in (run / "report" / "report.md").read_text()
+
+
+def _finished(exp):
+    """Trial folder → result.json text, for trials that ended: ran every cell or were stopped by ASHA."""
+    out = {}
+    for p in exp.glob("*/result.json"):
+        text = p.read_text()
+        if '"complete": 1' in text or '"done": true' in text:
+            out[p.parent.name] = text
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.service
+def test_interrupted_sweep_resumes(tmp_path):
+    args = ["--tune", "methods=[agu]", "--tune", "trials=12", "--tune", "max_concurrent=1"]
+    proc = tune(tmp_path, *args, popen=True)
+    exp = tmp_path / "out" / "store" / "tune" / "tune-smoke-s1000-agu"
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(_finished(exp)) >= 2:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.stdout.read()[-3000:]
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode != 0 and "interrupted" in out, out[-3000:]
+    assert not (tmp_path / "out" / "tuned-smoke.json").exists()
+    first = _finished(exp)
+    assert 2 <= len(first) < 12
+
+    r = tune(tmp_path, *args)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert "resuming" in r.stdout
+    doc = json.loads((tmp_path / "out" / "tuned-smoke.json").read_text())
+    assert doc["methods"]["agu"]["trials"] == 12
+    finished = _finished(exp)
+    assert len(finished) == 12
+    for name, text in first.items():  # trials finished before the interruption were kept, not re-run
+        assert finished[name] == text
