@@ -20,7 +20,7 @@ from torch import nn
 
 from sragu_core.data import DatasetSplits, UnlearnData
 from sragu_core.errors import check
-from sragu_core.evaluate import CellSplits, Predictions, evaluate_cell, predictions
+from sragu_core.evaluate import CellSplits, Predictions, evaluate_cell, gold_reference, predictions
 from sragu_core.forget import ForgetConfig, ForgetSet, retain_indices, select_forget
 from sragu_core.methods import run_method
 from sragu_core.metrics import accuracy, predict
@@ -67,11 +67,12 @@ def train_original(ds: DatasetSplits, model_name: str, bench: BenchmarkConfig, *
                          "test_acc": test_acc, "alpha": alpha}
 
 
-def gold_predictions(gold: nn.Module, inputs: CellInputs, *, device: torch.device) -> dict:
-    """The gold's softmax outputs and losses on every split, stored with it and reused by every method."""
+def gold_predictions(gold: nn.Module, inputs: CellInputs, *, device: torch.device, seed: int) -> dict:
+    """The gold's softmax outputs and losses on every split and its own accuracy/leakage values, stored
+    with it and reused by every method of the forget set."""
     p = predictions(gold.to(device), inputs.splits, device=device)
     gold.cpu()
-    return {"probs": p.probs, "losses": p.losses}
+    return {"probs": p.probs, "losses": p.losses, "ref": gold_reference(p, inputs.splits, seed=seed)}
 
 
 def make_forget(ds: DatasetSplits, cfg: ForgetConfig, *, seed: int, original: nn.Module | None,
@@ -142,13 +143,13 @@ def run_unlearning(method: str, cfg: Any, original: nn.Module, inputs: CellInput
 def score_cell(unlearned: nn.Module, gold: nn.Module, original: nn.Module, inputs: CellInputs, *,
                seed: int, device: torch.device, num_classes: int, gold_time_s: float,
                method_time_s: float, gold_pred: Predictions | None = None, original_alpha: dict | None = None,
-               original_test_acc: float | None = None) -> dict:
+               original_test_acc: float | None = None, gold_ref: dict | None = None) -> dict:
     """All SPEC §6 metrics of one cell, plus RTE = t_gold / t_method."""
     t0 = time.perf_counter()
     alpha0 = original_alpha if original_alpha is not None else {r.name: r.alpha for r in layer_alphas(original)}
     row = evaluate_cell(unlearned.to(device), gold.to(device), original.to(device), inputs.splits,
                         device=device, seed=seed, num_classes=num_classes, original_alpha=alpha0,
-                        gold_pred=gold_pred, original_test_acc=original_test_acc)
+                        gold_pred=gold_pred, original_test_acc=original_test_acc, gold_ref=gold_ref)
     for m in (unlearned, gold, original):
         m.cpu()
     row["rte"] = gold_time_s / method_time_s if method_time_s > 0 else float("inf")

@@ -88,7 +88,8 @@ def gold_task(store: Store, art: Artifact, ds: DatasetSplits, bench: BenchmarkCo
     inputs = cell_inputs(ds, forget_set_of(forget))
     model, summary = run_unlearning("retrain", retrain_cfg, model_from_state(bench, cell.model, ds, original["state"]),
                                     inputs, seed=cell.seed, device=pick_device(bench.device))
-    out = {"state": model.state_dict(), "pred": gold_predictions(model, inputs, device=pick_device(bench.device)),
+    out = {"state": model.state_dict(), "pred": gold_predictions(model, inputs, device=pick_device(bench.device),
+                                                                   seed=cell.seed),
            "meta": {"method_time_s": summary["method_time_s"], "key": art.key, "forget_key": forget["manifest"]["key"]}}
     store.put_torch(path, out)
     return out
@@ -113,7 +114,8 @@ def cell_task(store: Store, cell: Cell, ds: DatasetSplits, bench: BenchmarkConfi
                          seed=cell.seed, device=device, num_classes=ds.num_classes,
                          gold_time_s=gold["meta"]["method_time_s"], method_time_s=summary["method_time_s"],
                          gold_pred=Predictions(gold["pred"]["probs"], gold["pred"]["losses"]),
-                         original_alpha=original["meta"]["alpha"], original_test_acc=original["meta"]["test_acc"])
+                         original_alpha=original["meta"]["alpha"], original_test_acc=original["meta"]["test_acc"],
+                         gold_ref=gold["pred"]["ref"])
     manifest = fs.manifest
     row = {**cell.coords(), "status": "ok", "forget_fraction": _fraction(cell, manifest),
            "forget_size": manifest["size"], "train_size": manifest["train_size"],

@@ -17,7 +17,7 @@ from . import metrics as M
 from .data import Split
 from .spectral import layer_alphas
 
-__all__ = ["CellSplits", "Predictions", "predictions", "evaluate_cell"]
+__all__ = ["CellSplits", "Predictions", "predictions", "gold_reference", "evaluate_cell"]
 
 
 @dataclass(frozen=True)
@@ -55,25 +55,27 @@ def _leakage(p: Predictions, splits: CellSplits, member_idx: torch.Tensor, seed:
     }
 
 
-def gold_reference(gold: nn.Module, splits: CellSplits, *, device, seed: int) -> dict[str, float]:
-    """The gold model's own accuracy and leakage values (computed once per forget set)."""
-    p = predictions(gold, splits, device=device)
+def gold_reference(gold_pred: Predictions, splits: CellSplits, *, seed: int) -> dict[str, float]:
+    """The gold model's own accuracies and leakage values — shared by every method of a forget set, so the
+    pipeline computes them once (the SVC attack is the costly part) and stores them with the gold."""
     idx = M.size_matched(len(splits.forget), len(splits.test), seed)
-    return {**_accuracies(p, splits), **_leakage(p, splits, idx, seed)}
+    return {**_accuracies(gold_pred, splits), **_leakage(gold_pred, splits, idx, seed)}
 
 
 def evaluate_cell(unlearned: nn.Module, gold: nn.Module, original: nn.Module, splits: CellSplits, *,
                   device, seed: int, num_classes: int, gold_pred: Predictions | None = None,
                   original_alpha: dict[str, float] | None = None,
-                  original_test_acc: float | None = None) -> dict[str, float]:
+                  original_test_acc: float | None = None, gold_ref: dict | None = None) -> dict[str, float]:
     """All metrics of ``unlearned``.  ``gold_pred``, ``original_alpha`` and ``original_test_acc`` let callers
     compute what every method of a forget set shares once (the pipeline stores them with the gold and θ0)."""
     pu = predictions(unlearned, splits, device=device)
     pg = gold_pred or predictions(gold, splits, device=device)
     idx = M.size_matched(len(splits.forget), len(splits.test), seed)
     row: dict[str, float] = {}
-    acc_u, acc_g = _accuracies(pu, splits), _accuracies(pg, splits)
-    leak_u, leak_g = _leakage(pu, splits, idx, seed), _leakage(pg, splits, idx, seed)
+    ref = gold_ref if gold_ref is not None else gold_reference(pg, splits, seed=seed)
+    acc_u, leak_u = _accuracies(pu, splits), _leakage(pu, splits, idx, seed)
+    acc_g = {k: ref[k] for k in acc_u}
+    leak_g = {k: ref[k] for k in leak_u}
     for k in acc_u:
         row[k], row[f"gold_{k}"] = acc_u[k], acc_g[k]
         row[f"{k}_gap"] = abs(acc_u[k] - acc_g[k])
