@@ -83,6 +83,19 @@ def run_benchmark(p: Prepared, *, tuned: dict | None = None) -> tuple[int, Path]
     ``tuned`` (from a sweep's tuned-config file) marks which methods run with tuned configurations and on
     which seed they were tuned; those rows get ``tuned=True`` and ``tuned_seed``.
     """
+    resolved = p.resolved
+    cells = plan_cells(resolved, method_config)
+    todo = [c for c in cells if not p.store.exists(cell_path(c.key))]
+    where = init_ray(resolved) if todo else None  # a bad cluster address fails here, before any file
+    try:
+        return _run(p, cells, todo, where, tuned)
+    finally:
+        if todo:
+            ray.shutdown()
+
+
+def _run(p: Prepared, cells: list[Cell], todo: list[Cell], where: str | None,
+         tuned: dict | None) -> tuple[int, Path]:
     resolved, bench = p.resolved, p.resolved.bench
     code, rev = code_hash(), git_revision()
     header = {"config": resolved.as_dict(), "code_version": code, "git_revision": rev,
@@ -91,9 +104,6 @@ def run_benchmark(p: Prepared, *, tuned: dict | None = None) -> tuple[int, Path]
     run_dir = p.out / f"{bench.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=False)
     (run_dir / "config.json").write_text(json.dumps(header, indent=2))
-
-    cells = plan_cells(resolved, method_config)
-    todo = [c for c in cells if not p.store.exists(cell_path(c.key))]
     tuned_methods = set((tuned or {}).get("methods", {}))
     tuned_seed = (tuned or {}).get("tuned_seed")
 
@@ -122,12 +132,8 @@ def run_benchmark(p: Prepared, *, tuned: dict | None = None) -> tuple[int, Path]
 
     failed_rows: list[dict] = []
     if todo:
-        where = init_ray(resolved)
         print(f"ray: {where}", flush=True)
-        try:
-            rows = run_grid(resolved, todo, p.store, p.datasets, extra, on_result, progress)
-        finally:
-            ray.shutdown()
+        rows = run_grid(resolved, todo, p.store, p.datasets, extra, on_result, progress)
         failed_rows = [r for r in rows if r["status"] == "failed"]
 
     table = consolidate(p.store, cells, failed_rows)

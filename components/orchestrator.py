@@ -11,12 +11,15 @@ that still fails comes back as a ``status="failed"`` row carrying its error.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import ray
+
+from sragu_core.errors import ConfigError
 
 from .plan import Cell
 from .presets import Resolved, TaskResources
@@ -30,6 +33,20 @@ TASK_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREAD
             "RAY_USAGE_STATS_ENABLED": "0"}
 
 
+def _reachable(address: str) -> None:
+    """A quick TCP probe of ``host:port`` (or ``ray://host:port``): ray.init would retry for minutes."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError("ray.address", address, "host:port, ray://host:port, auto or local")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as e:
+        raise ConfigError("ray.address", address, f"a reachable Ray cluster ({e.strerror or e})") from None
+
+
 def init_ray(resolved: Resolved) -> str:
     """Join the cluster (``ray.address``, else RAY_ADDRESS) or start a local instance.  Returns a label."""
     cfg = resolved.bench.ray
@@ -41,7 +58,12 @@ def init_ray(resolved: Resolved) -> str:
         # inside `ray job submit` the job already has a runtime env (working_dir, excludes); merge ours into
         # it rather than refuse (Ray's documented switch; our env vars win on a clash)
         os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+        _reachable(address)
+        try:
+            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise ConfigError("ray.address", address, f"a reachable Ray cluster ({first})") from None
         return f"cluster {address}"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)

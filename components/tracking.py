@@ -109,6 +109,15 @@ class Tracker:
     def check(self) -> None:
         """Fail in seconds, with one line naming MLFLOW_TRACKING_URI, if the store cannot be used."""
         what = "a writable SQLite file" if self._sqlite else "a reachable MLflow tracking server"
+        if self._sqlite and not Path(self._sqlite).exists():
+            # a new SQLite store: check its folder (or nearest existing parent) is writable without creating
+            # the database, so a run refused by a later preflight check leaves nothing behind
+            existing = Path(self._sqlite).parent
+            while not existing.exists() and existing != existing.parent:
+                existing = existing.parent
+            if not (existing.is_dir() and os.access(existing, os.W_OK)):
+                raise ConfigError(_ENV, self.tracking_uri, f"{what} (no writable folder at {existing})")
+            return
         try:
             with _fail_fast():
                 self.client.search_experiments(max_results=1)

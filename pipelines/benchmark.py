@@ -50,10 +50,10 @@ def main(argv: list[str] | None = None) -> int:
             tuned = load_tuned(args.tuned)
             resolved = apply_tuned(resolved, tuned)
         prepared = preflight(resolved, store_uri=args.store or str(out / "store"), out=out)
+        code, _ = run_benchmark(prepared, tuned=tuned)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    code, _ = run_benchmark(prepared, tuned=tuned)
     return code
 
 

@@ -127,6 +127,9 @@ def test_unreachable_s3_and_mlflow_are_one_line_before_any_work(tmp_path):
     r = bench(tmp_path, *SMALL, env={"MLFLOW_TRACKING_URI": closed})
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: MLFLOW_TRACKING_URI=")
+    r = bench(tmp_path, *SMALL, "--set", f"ray.address={closed.removeprefix('http://')}")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ray.address=")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
