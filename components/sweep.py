@@ -87,18 +87,22 @@ def evaluate_config(method: str, cfg: Any, cells: list[TuningCell], settings: Tu
         split = cell.inputs.splits.val if settings.penalty_split == "val" else cell.inputs.splits.test
         model = cell.original(bench)
 
-        def on_epoch(m, record, cell=cell, split=split):
+        last: list[float] = []  # the loop ends right after its last epoch's report: reuse that value
+
+        def on_epoch(m, record, cell=cell, split=split, last=last):
             if report is not None:
                 value, parts = objective_of(settings, m, cell.gold_forget_probs, cell.inputs.splits.forget, split,
                                             cell.acc0, device=device)
+                last[:] = [value]
                 report({"objective": (sum(done) + value) / (len(done) + 1), "cells_done": len(done),
                         "complete": 0, "epoch": record["epoch"], **parts})
 
         result = run_method(method, model, cell.inputs.data, cfg, seed=settings.tuning_seed, device=device,
                             on_epoch=on_epoch)
-        value, _ = objective_of(settings, result.model, cell.gold_forget_probs, cell.inputs.splits.forget, split,
-                                cell.acc0, device=device)
-        done.append(value)
+        if not last:
+            last = [objective_of(settings, result.model, cell.gold_forget_probs, cell.inputs.splits.forget, split,
+                                 cell.acc0, device=device)[0]]
+        done.append(last[0])
     mean = sum(done) / len(done)
     if report is not None:
         report({"objective": mean, "cells_done": len(done), "complete": 1})
@@ -130,7 +134,6 @@ def run_sweeps(resolved: Resolved, settings: TuneSettings, store: Store, dataset
     init_ray(resolved)
     try:
         cells = prepare_cells(resolved, settings, store, datasets)
-        cells_ref = ray.put(cells)
         described = {m: {k: str(d) for k, d in s.items()} for m, s in spaces.items()}
         parent = tracker.start_parent(name, {"bench": resolved.as_dict(), "tune": to_dict(settings),
                                              "spaces": described},
@@ -143,7 +146,7 @@ def run_sweeps(resolved: Resolved, settings: TuneSettings, store: Store, dataset
             t0 = time.perf_counter()
             default_obj = evaluate_config(method, base, cells, settings, resolved.bench)
             trainable = tune.with_resources(
-                tune.with_parameters(_trainable, method=method, base=base, cells=cells_ref, settings=settings,
+                tune.with_parameters(_trainable, method=method, base=base, cells=cells, settings=settings,
                                      bench=resolved.bench),
                 {"cpu": settings.trial.num_cpus, "gpu": settings.trial.num_gpus})
             storage, fs = store.tune_location()

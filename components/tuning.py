@@ -170,7 +170,7 @@ def apply_tuned(resolved: Resolved, doc: dict) -> Resolved:
     """Freeze the tuned configs into the method configs and keep only held-out seeds."""
     methods = dict(resolved.methods)
     for m, entry in doc["methods"].items():
-        methods[m] = override(methods[m], {k: v for k, v in entry["config"].items()}, prefix=m)
+        methods[m] = override(methods[m], dict(entry["config"]), prefix=m)
     held_out = tuple(s for s in resolved.bench.seeds if s != doc["tuned_seed"])
     check(bool(held_out), "seeds", resolved.bench.seeds, f"seeds other than the tuning seed {doc['tuned_seed']}")
     return Resolved(dataclasses.replace(resolved.bench, seeds=held_out), methods)

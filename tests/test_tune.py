@@ -95,6 +95,18 @@ def test_cli_bad_space_is_one_line_before_ray(tmp_path, args, words):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_benchmark_refuses_a_bad_tuned_file(tmp_path):
+    bad = tmp_path / "tuned.json"
+    bad.write_text(json.dumps({"format": "sragu-tuned/1", "tuned_seed": 0, "methods": {"sragu": {"config": {
+        "tau": -1.0}}}}))
+    for path, words in ((tmp_path / "missing.json", ["--tuned", "missing.json"]), (bad, ["sragu.tau", "-1.0"])):
+        r = subprocess.run([sys.executable, "pipelines/benchmark.py", "--preset", "smoke", "--tuned", str(path),
+                            "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and all(w in r.stderr for w in words), r.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def tune(tmp_path, *args, timeout=900, **kw):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update({"OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"})
