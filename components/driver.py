@@ -21,12 +21,11 @@ import pyarrow.parquet as pq
 import ray
 
 from sragu_core.config import flatten, to_dict
-from sragu_core.metrics import mean_ci
 
 from .orchestrator import Progress, init_ray, run_grid
 from .plan import Cell, code_hash, git_revision, plan_cells
 from .presets import Resolved
-from .report import write_report
+from .report import summary, write_report
 from .steps import load_splits, method_config, pick_device
 from .store import Store
 from .tasks import cell_path
@@ -172,19 +171,20 @@ def consolidate(store: Store, cells: list[Cell], failed_rows: list[dict]) -> pa.
 
 
 def summary_table(rows: list[dict], cols: tuple[str, ...] = SUMMARY_COLS) -> str:
-    """Per regime, methods × metrics: mean ± 95% CI half-width over the ok cells (seeds, models, datasets)."""
-    ok = [r for r in rows if r.get("status") == "ok"]
+    """Console view of :func:`components.report.summary`: per (dataset, model, regime), every method's mean
+    ± half-width of its 95% CI across seeds."""
+    table = summary(rows, metrics=cols) if rows else None
+    if table is None or table.empty:
+        return "(no finished cells)"
     blocks = []
-    for regime in dict.fromkeys(r["regime"] for r in ok):
-        lines = [f"{regime}".ljust(22) + "".join(c.rjust(15) for c in cols)]
-        in_regime = [r for r in ok if r["regime"] == regime]
-        for m in dict.fromkeys(r["method"] for r in in_regime):
+    for (ds, model, regime), group in table.groupby(["dataset", "model", "regime"], sort=False):
+        lines = [f"{ds}/{model}/{regime}".ljust(34) + "".join(c.rjust(15) for c in cols)]
+        for _, r in group.iterrows():
             cells = []
             for c in cols:
-                vals = [float(r[c]) for r in in_regime if r["method"] == m and r.get(c) is not None]
-                mean, _, lo, hi = mean_ci(vals) if vals else (math.nan,) * 4
-                half = (hi - lo) / 2 if not math.isnan(hi) else math.nan
+                mean, lo, hi = r[f"{c}_mean"], r[f"{c}_lo"], r[f"{c}_hi"]
+                half = (hi - lo) / 2 if math.isfinite(lo) and math.isfinite(hi) else math.nan
                 cells.append((f"{mean:.3f}" + (f"±{half:.3f}" if half > 0 else "")).rjust(15))
-            lines.append(f"  {m}".ljust(22) + "".join(cells))
+            lines.append(f"  {r['method']}".ljust(34) + "".join(cells))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)

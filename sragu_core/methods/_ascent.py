@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from .._loop import LoopSpec, Trace, minibatches, run_loop, seeded, split_stats
 from ..data import UnlearnData
 from ..errors import check
+from ..metrics import predict, tv
 
 __all__ = ["AscentConfig", "scaled_ascent"]
 
@@ -51,15 +52,6 @@ class AscentConfig:
         check(0 < self.epsilon <= 1, "epsilon", self.epsilon, "a number in (0, 1] (a total-variation distance)")
 
 
-@torch.no_grad()
-def _probs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    was = model.training
-    model.eval()
-    p = torch.cat([F.softmax(model(x[i:i + 1024]), 1) for i in range(0, len(x), 1024)])
-    model.train(was)
-    return p
-
-
 def _leakage_monitor(model: nn.Module, data: UnlearnData, cfg: AscentConfig) -> Callable | None:
     if cfg.leakage_stop == "forget_le_val":
         _, val_acc0 = split_stats(model, data.val)
@@ -69,10 +61,11 @@ def _leakage_monitor(model: nn.Module, data: UnlearnData, cfg: AscentConfig) -> 
             return "forget_le_val" if record["forget_acc"] <= val_acc0 else None
         return forget_le_val
     if cfg.leakage_stop == "divergence":
-        p0 = _probs(model, data.forget.x)
+        device = data.forget.x.device
+        p0 = predict(model, data.forget.x, device=device)[0]
 
         def divergence(m: nn.Module, record: dict) -> str | None:
-            record["forget_tv_to_original"] = float(0.5 * (_probs(m, data.forget.x) - p0).abs().sum(1).mean())
+            record["forget_tv_to_original"] = tv(predict(m, data.forget.x, device=device)[0], p0)
             return "divergence" if record["forget_tv_to_original"] > cfg.epsilon else None
         return divergence
     return None
