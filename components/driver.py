@@ -116,9 +116,7 @@ def _run(p: Prepared, cells: list[Cell], todo: list[Cell], where: str | None,
     print(f"{len(cells)} cells: {len(todo)} to run, {len(cells) - len(todo)} already in {p.store.uri}", flush=True)
 
     def on_result(cell: Cell, result: dict) -> None:
-        row = result["row"]
-        if p.tracker.find_cell(cell.key) and row["status"] == "ok":
-            return
+        row = result["row"]  # log_cell itself replaces any earlier run of this cell key
         tags = {k: str(row.get(k)) for k in ("method", "dataset", "model", "regime", "seed", "cell_key",
                                              "code_version", "stop_reason")}
         tables = {"alpha_omega": result["alpha_omega"]} if result["alpha_omega"] else None

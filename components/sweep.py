@@ -69,12 +69,11 @@ def prepare_cells(resolved: Resolved, settings: TuneSettings, store: Store, data
         _, o, f, g = ray.get(list(upstream(c)))
         ds = datasets[c.dataset]
         inputs = cell_inputs(ds, forget_set_of(f))
-        gold = model_from_state(bench, c.model, ds, g["state"])
         original = model_from_state(bench, c.model, ds, o["state"])
         split = inputs.splits.val if settings.penalty_split == "val" else inputs.splits.test
         acc0 = accuracy(predict(original, split, device=device)[0], split.y)
         out.append(TuningCell(f"{c.dataset}/{c.model}/{c.forget.label()}", c.model, o["state"], inputs,
-                              predict(gold, inputs.splits.forget, device=device)[0], acc0, ds))
+                              g["pred"]["probs"]["forget"], acc0, ds))  # stored with the gold
     return out
 
 
