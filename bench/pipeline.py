@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ray  # noqa: E402
 from _memory import TreePeak  # noqa: E402
 
-from components.orchestrator import Progress, init_ray, run_grid  # noqa: E402
-from components.plan import plan_cells  # noqa: E402
+from components.execution.compute import load_splits  # noqa: E402
+from components.execution.grid import Progress, init_ray, run_grid  # noqa: E402
+from components.execution.plan import plan_cells  # noqa: E402
+from components.io.store import Store  # noqa: E402
 from components.presets import resolve  # noqa: E402
-from components.steps import load_splits, method_config  # noqa: E402
-from components.store import Store  # noqa: E402
 
 GRID = {"models": "[cnn_small]", "epochs.cnn_small": "5", "seeds": "[0,1]",
         "regimes": "[random:0.1,high_loss:0.1]", "data.max_train": "null"}
@@ -41,7 +41,7 @@ GRID = {"models": "[cnn_small]", "epochs.cnn_small": "5", "seeds": "[0,1]",
 
 def one_pass(cpus: int, extra: dict[str, str]) -> tuple[int, float]:
     resolved = resolve("smoke", {**GRID, **extra, "ray.num_cpus": str(cpus)})
-    cells = plan_cells(resolved, method_config)
+    cells = plan_cells(resolved)
     datasets = {d: load_splits(d, resolved.bench) for d in resolved.bench.datasets}
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(tmp)

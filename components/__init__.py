@@ -1,12 +1,10 @@
 """Pipeline steps with explicit inputs and outputs; all I/O (datasets, artifact store, MLflow) lives here.
 
-Everything here is callable without Ray: ``steps`` and ``tasks`` are plain functions, ``orchestrator``
-wraps them in Ray tasks, ``driver`` runs a whole benchmark.
+    config.py, presets.py   typed benchmark config and the named presets (each with a smoke variant)
+    cli.py                  the entry points' shared preamble
+    io/                     datasets on disk, the artifact store (local or S3), MLflow tracking
+    execution/              plan, compute steps, tasks, the Ray grid, benchmark and tune runs, search spaces
+    report/                 statistics, Markdown, plots and the console table
+
+Nothing is imported here, so ``components.cli`` can set thread variables before torch loads.
 """
-
-from components.datasets import DATASETS, load_dataset, read_cifar_pickle, read_idx
-from components.presets import PRESETS, BenchmarkConfig, Resolved, resolve
-from components.store import Store
-
-__all__ = ["DATASETS", "load_dataset", "read_cifar_pickle", "read_idx", "PRESETS", "BenchmarkConfig", "Resolved",
-           "resolve", "Store"]

@@ -1,6 +1,7 @@
 """Run the SRAGU unlearning benchmark on Ray: train → forget sets → gold retrain → unlearn → evaluate.
 
     python pipelines/benchmark.py --preset smoke                      # starts a local Ray
+    python pipelines/benchmark.py --preset default --smoke            # the default grid's smoke variant
     ray job submit --address http://HEAD:8265 --working-dir . -- python pipelines/benchmark.py --preset default
     python pipelines/benchmark.py --preset default --set seeds=[0,1] --set sragu.tau=2.0 --store s3://bucket/sragu
 
@@ -13,23 +14,24 @@ exit code 2 before any work starts; exit code 1 means some cells failed (they ar
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2-core BLAS oversubscription is ~100x slower (SPEC §9)
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components.driver import preflight, run_benchmark  # noqa: E402
-from components.presets import PRESETS, parse_overrides, resolve  # noqa: E402
-from components.tuning import apply_tuned, load_tuned  # noqa: E402
-from sragu_core.errors import ConfigError  # noqa: E402
+from components.cli import run_cli  # noqa: E402  (first: sets thread defaults before torch loads)
+from components.config import parse_overrides  # noqa: E402
+from components.execution.benchmark_run import run_benchmark  # noqa: E402
+from components.execution.preflight import preflight  # noqa: E402
+from components.execution.tuned_file import apply_tuned, load_tuned  # noqa: E402
+from components.presets import PRESETS, resolve  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="default", help=f"one of {sorted(PRESETS)}")
+    ap.add_argument("--smoke", action="store_true", help="the preset's smoke variant: same grid shape, one seed, "
+                    "a few hundred training points, one training epoch")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. seeds=[0,1] or sragu.tau=2.0 (repeatable)")
     ap.add_argument("--out", default="runs", help="local folder for run folders and the default MLflow db")
@@ -40,21 +42,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def _run(args: argparse.Namespace) -> int:
+    out = Path(args.out).resolve()
+    resolved = resolve(args.preset, parse_overrides(args.overrides), smoke=args.smoke)
+    tuned = None
+    if args.tuned:
+        tuned = load_tuned(args.tuned)
+        resolved = apply_tuned(resolved, tuned)
+    prepared = preflight(resolved, store_uri=args.store or str(out / "store"), out=out)
+    code, _ = run_benchmark(prepared, tuned=tuned)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    out = Path(args.out).resolve()
-    tuned = None
-    try:
-        resolved = resolve(args.preset, parse_overrides(args.overrides))
-        if args.tuned:
-            tuned = load_tuned(args.tuned)
-            resolved = apply_tuned(resolved, tuned)
-        prepared = preflight(resolved, store_uri=args.store or str(out / "store"), out=out)
-        code, _ = run_benchmark(prepared, tuned=tuned)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return code
+    return run_cli(lambda: _run(args))
 
 
 if __name__ == "__main__":

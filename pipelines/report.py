@@ -11,15 +11,13 @@ A missing or unreadable table is one error line and exit code 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2-core BLAS oversubscription is ~100x slower (SPEC §9)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from components.cli import run_cli  # noqa: E402  (first: sets thread defaults before torch loads)
 from components.report import read_results, write_report  # noqa: E402
-from sragu_core.errors import ConfigError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -30,16 +28,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        table = read_results(Path(args.table))
-        report = write_report(table, Path(args.out), args.title)
-    except (ConfigError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _run(args: argparse.Namespace) -> int:
+    table = read_results(Path(args.table))
+    report = write_report(table, Path(args.out), args.title)
     print(f"{len(table)} rows -> {report}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_cli(lambda: _run(args), also=(OSError,))
 
 
 if __name__ == "__main__":

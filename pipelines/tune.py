@@ -14,27 +14,24 @@ line and exit code 2 before Ray starts.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components.driver import preflight  # noqa: E402
-from components.presets import PRESETS, parse_overrides, resolve  # noqa: E402
-from components.sweep import SweepInterrupted, run_sweeps  # noqa: E402
-from components.tuning import TuneSettings, parse_space_override, search_space  # noqa: E402
+from components.cli import run_cli  # noqa: E402  (first: sets thread defaults before torch loads)
+from components.config import parse_overrides  # noqa: E402
+from components.execution.preflight import preflight  # noqa: E402
+from components.execution.search_space import parse_space_override, search_space  # noqa: E402
+from components.execution.tune_run import SweepInterrupted, TuneSettings, run_sweeps  # noqa: E402
+from components.presets import PRESETS, resolve  # noqa: E402
 from sragu_core.config import override  # noqa: E402
-from sragu_core.errors import ConfigError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="default", help=f"the benchmark setting to tune on: {sorted(PRESETS)}")
+    ap.add_argument("--smoke", action="store_true", help="tune on the preset's smoke variant")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="benchmark override, as in pipelines/benchmark.py (e.g. regimes=[random:0.1])")
     ap.add_argument("--tune", dest="tune", action="append", default=[], metavar="KEY=VALUE",
@@ -49,41 +46,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def _run(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
+    resolved = resolve(args.preset, parse_overrides(args.overrides), smoke=args.smoke)
+    settings = override(TuneSettings(), parse_overrides(args.tune, "--tune"), prefix="tune")
+    spaces: dict[str, dict] = {}
+    for key, text in parse_overrides(args.space, "--space").items():
+        method, name, spec = parse_space_override(key, text)
+        spaces.setdefault(method, {})[name] = spec
+    for m in settings.methods:
+        search_space(m, spaces.get(m))
+    prepared = preflight(resolved, store_uri=args.store or str(out / "store"), out=out,
+                         experiment=f"sragu-tune-{resolved.bench.name}")
+    path = out / f"tuned-{resolved.bench.name}.json"
     try:
-        resolved = resolve(args.preset, parse_overrides(args.overrides))
-        settings = override(TuneSettings(), parse_overrides(args.tune, "--tune"), prefix="tune")
-        spaces: dict[str, dict] = {}
-        for key, text in parse_overrides(args.space, "--space").items():
-            method, name, spec = parse_space_override(key, text)
-            spaces.setdefault(method, {})[name] = spec
-        for m in settings.methods:
-            search_space(m, spaces.get(m))
-        prepared = preflight(resolved, store_uri=args.store or str(out / "store"), out=out,
-                             experiment=f"sragu-tune-{resolved.bench.name}")
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    name = f"tune-{resolved.bench.name}-s{settings.tuning_seed}"
-    t0 = time.perf_counter()
-    try:
-        doc = run_sweeps(resolved, settings, prepared.store, prepared.datasets, prepared.tracker, name=name,
-                         space_overrides=spaces, fresh=args.fresh)
+        run_sweeps(resolved, settings, prepared.store, prepared.datasets, prepared.tracker,
+                   name=f"tune-{resolved.bench.name}-s{settings.tuning_seed}", space_overrides=spaces, out=path,
+                   fresh=args.fresh)
     except SweepInterrupted as e:
         print(f"interrupted: {e}", flush=True)
         return 130
-    doc["wall_s"] = time.perf_counter() - t0
-    path = out / f"tuned-{resolved.bench.name}.json"
-    path.write_text(json.dumps(doc, indent=2))
-    summary = {f"{m}.objective": e["objective"] for m, e in doc["methods"].items()}
-    summary |= {f"{m}.default_objective": e["default_objective"] for m, e in doc["methods"].items()}
-    summary |= {f"best.{m}": json.dumps(e["config"]) for m, e in doc["methods"].items()}  # strings become tags
-    prepared.tracker.finish_parent(doc["mlflow_parent"], artifacts={"tuned.json": path}, metrics=summary)
-    print(f"tuned configs: {path}\nnext: python pipelines/benchmark.py --preset {resolved.bench.name} "
-          f"--tuned {path}")
+    print(f"tuned configs: {path}\nnext: python pipelines/benchmark.py --preset {args.preset} "
+          f"{'--smoke ' if args.smoke else ''}--tuned {path}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_cli(lambda: _run(args))
 
 
 if __name__ == "__main__":

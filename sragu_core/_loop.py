@@ -1,4 +1,4 @@
-"""The one update loop every method runs (STYLE §7), plus the types methods return.
+"""The one update loop every method runs (docs/design.md §10), plus the types methods return.
 
 A method is "a loss over minibatches, an optimiser, an optional per-parameter step scale and a stopping
 rule".  It supplies those as a :class:`LoopSpec`; :func:`run_loop` does the rest:

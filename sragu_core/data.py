@@ -56,7 +56,7 @@ class UnlearnData:
     """What an unlearning method may touch: D_f, D_r (= train minus D_f) and D_val.
 
     The test split and the gold model are deliberately absent: no method, stopping rule or tuner may
-    look at them (SPEC §4).
+    look at them (docs/design.md §4).
     """
 
     forget: Split

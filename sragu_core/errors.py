@@ -1,6 +1,6 @@
 """One exception type for bad input, so entry points can print one line and exit non-zero.
 
-Every message names the field, the value it got, and what is allowed (STYLE §13).
+Every message names the field, the value it got, and what is allowed (docs/design.md §10).
 """
 
 from __future__ import annotations

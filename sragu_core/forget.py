@@ -1,4 +1,4 @@
-"""Forget-set selection (SPEC §5): which training points a deletion request names.
+"""Forget-set selection (docs/design.md §5): which training points a deletion request names.
 
 Regimes, each deterministic for (training labels, regime, parameters, seed[, θ0]):
 
@@ -18,8 +18,8 @@ histogram, content hash of the indices) that the pipeline stores next to them.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 import torch
 from torch import nn
@@ -28,35 +28,92 @@ from torch.nn import functional as F
 
 from .data import Split
 from .errors import ConfigError, check
+from .registry import Registry
 
-__all__ = ["ForgetConfig", "ForgetSet", "select_forget", "retain_indices", "REGIMES", "per_sample_scores"]
+__all__ = ["ForgetConfig", "ForgetSet", "RegimeSpec", "REGIMES", "register_regime", "parse_regime",
+           "select_forget", "retain_indices", "per_sample_scores"]
 
-Regime = Literal["random", "class", "top_sensitivity", "high_loss", "low_margin", "class_concentrated"]
-REGIMES = ("random", "class", "top_sensitivity", "high_loss", "low_margin", "class_concentrated")
-_NEEDS_MODEL = {"top_sensitivity", "high_loss", "low_margin", "class_concentrated"}
+
+@dataclass(frozen=True)
+class RegimeSpec:
+    """One forget regime: how its points are chosen, how it is written on the command line and named.
+
+    ``select(cfg, train, num_classes, seed=, model=, device=)`` returns the chosen indices (any order);
+    ``needs_model``: it scores points with θ0 (so the forget set's content key includes θ0's);
+    ``by_class``: it deletes whole classes (or most of one), so evaluation reports per-class accuracy and
+    the forget fraction is measured, not configured; ``example``: a valid command-line form (tests parse it).
+    """
+
+    name: str
+    select: Callable[..., torch.Tensor]
+    parse: Callable[[list[str]], dict]
+    syntax: str
+    example: str
+    label: Callable[[ForgetConfig], str]
+    needs_model: bool
+    by_class: bool
+
+
+REGIMES: Registry[RegimeSpec] = Registry("forget.regime")
+
+
+def _fraction_params(rest: list[str]) -> dict:
+    (fraction,) = rest  # a ValueError on a wrong count becomes parse_regime's one-line error
+    return {"fraction": float(fraction)}
+
+
+def _fraction_label(cfg: ForgetConfig) -> str:
+    return f"{cfg.regime}_{round(cfg.fraction * 100, 2):g}pct"
+
+
+def register_regime(name: str, *, needs_model: bool, by_class: bool = False, syntax: str = "<fraction in (0, 1)>",
+                    example: str = "0.1", parse: Callable[[list[str]], dict] = _fraction_params,
+                    label: Callable[[ForgetConfig], str] = _fraction_label) -> Callable:
+    """Decorator: ``@register_regime("high_loss", needs_model=True)`` on ``select(cfg, train, num_classes, *,
+    seed, model, device) -> indices``.  ``parse`` turns the words after ``name:`` into ForgetConfig fields."""
+    def wrap(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        REGIMES.register(name, RegimeSpec(name, fn, parse, f"{name}:{syntax}", f"{name}:{example}", label,
+                                          needs_model, by_class))
+        return fn
+    return wrap
 
 
 @dataclass(frozen=True)
 class ForgetConfig:
-    regime: Regime = "random"
+    regime: str = "random"  # a name registered in REGIMES
     fraction: float = 0.1
     classes: tuple[int, ...] = (0,)
     neighbor_fraction: float = 0.5
 
     def __post_init__(self):
-        check(self.regime in REGIMES, "forget.regime", self.regime, f"one of {list(REGIMES)}")
+        check(self.regime in REGIMES, "forget.regime", self.regime, f"one of {REGIMES.names()}")
         check(0 < self.fraction < 1, "forget.fraction", self.fraction, "a number in (0, 1)")
         check(len(self.classes) >= 1, "forget.classes", self.classes, "one or more class indices")
         check(0 < self.neighbor_fraction <= 1, "forget.neighbor_fraction", self.neighbor_fraction,
               "a number in (0, 1]")
 
+    @property
+    def spec(self) -> RegimeSpec:
+        return REGIMES[self.regime]
+
     def label(self) -> str:
         """A short human name, e.g. ``random_10pct``, ``class_3``, ``high_loss_10pct``."""
-        if self.regime == "class":
-            return "class_" + "-".join(map(str, self.classes))
-        if self.regime == "class_concentrated":
-            return f"class_concentrated_{self.classes[0]}"
-        return f"{self.regime}_{round(self.fraction * 100, 2):g}pct"
+        return self.spec.label(self)
+
+
+def parse_regime(text: str) -> ForgetConfig:
+    """``"random:0.1"`` → ForgetConfig(regime="random", fraction=0.1); the form is the regime's ``syntax``."""
+    head, *rest = text.split(":")
+    check(head in REGIMES, "regimes", text, f"regime:params with regime one of {REGIMES.names()}")
+    spec = REGIMES[head]
+    try:
+        return ForgetConfig(regime=head, **spec.parse(rest))
+    except ConfigError as e:
+        if e.field.startswith("forget."):  # a value out of range: name the regime string the user wrote
+            raise ConfigError("regimes", text, f"{spec.syntax} ({e.allowed})") from None
+        raise ConfigError("regimes", text, spec.syntax) from None
+    except ValueError:
+        raise ConfigError("regimes", text, f"{spec.syntax}, e.g. random:0.1 or class:3") from None
 
 
 @dataclass(frozen=True)
@@ -87,23 +144,47 @@ def _grad_norms(model: nn.Module, train: Split, device, batch_size: int = 256) -
     return torch.cat(norms)
 
 
-def per_sample_scores(model: nn.Module, train: Split, regime: str, *, device) -> torch.Tensor:
-    """Adversarial score per training point; the *largest* scores are forgotten."""
+def _scores(model: nn.Module, train: Split, score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+            device) -> torch.Tensor:
+    """``score(logits, y)`` per training point, θ0 in eval mode (its train/eval state is restored)."""
     was = model.training
     model.eval()
     try:
-        if regime == "top_sensitivity":
-            return _grad_norms(model, train, device)
-        logits = _logits(model, train.x, device)
-        if regime == "high_loss":
-            return F.cross_entropy(logits, train.y.cpu(), reduction="none")
-        if regime == "low_margin":
-            true = logits.gather(1, train.y.cpu().unsqueeze(1)).squeeze(1)
-            other = logits.scatter(1, train.y.cpu().unsqueeze(1), float("-inf")).max(1).values
-            return -(true - other)
-        raise ConfigError("forget.regime", regime, "an adversarial regime")
+        return score(_logits(model, train.x, device), train.y.cpu())
     finally:
         model.train(was)
+
+
+def per_sample_scores(model: nn.Module, train: Split, regime: str, *, device) -> torch.Tensor:
+    """The score a top-k regime ranks by (the *largest* scores are forgotten)."""
+    check(regime in _SCORES, "forget.regime", regime, f"one of {sorted(_SCORES)}")
+    return _SCORES[regime](model, train, device)
+
+
+def _grad_norm_scores(model: nn.Module, train: Split, device) -> torch.Tensor:
+    was = model.training
+    model.eval()
+    try:
+        return _grad_norms(model, train, device)
+    finally:
+        model.train(was)
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def _neg_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    true = logits.gather(1, y.unsqueeze(1)).squeeze(1)
+    other = logits.scatter(1, y.unsqueeze(1), float("-inf")).max(1).values
+    return -(true - other)
+
+
+_SCORES: dict[str, Callable[[nn.Module, Split, object], torch.Tensor]] = {
+    "top_sensitivity": _grad_norm_scores,
+    "high_loss": lambda model, train, device: _scores(model, train, _loss, device),
+    "low_margin": lambda model, train, device: _scores(model, train, _neg_margin, device),
+}
 
 
 def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -111,11 +192,62 @@ def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
     return torch.sort(-scores, stable=True).indices[:k]
 
 
-def _class_concentrated(model: nn.Module, train: Split, cfg: ForgetConfig, num_classes: int, device) -> torch.Tensor:
+def _check_classes(cfg: ForgetConfig, num_classes: int) -> None:
+    for c in cfg.classes:
+        check(0 <= c < num_classes, "forget.classes", c, f"class indices in [0, {num_classes - 1}]")
+
+
+def _class_list(rest: list[str]) -> dict:
+    (classes,) = rest
+    return {"classes": tuple(int(c) for c in classes.split("-"))}
+
+
+def _class_and_neighbour(rest: list[str]) -> dict:
+    cls, neighbour = rest
+    return {"classes": (int(cls),), "neighbor_fraction": float(neighbour)}
+
+
+# ------------------------------------------------------------------------------------------ the regimes
+@register_regime("random", needs_model=False)
+def _random(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: int, model, device) -> torch.Tensor:
+    """``fraction`` of the training set, uniformly."""
+    n = len(train)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:round(cfg.fraction * n)]
+
+
+@register_regime("class", needs_model=False, by_class=True, syntax="<c> or class:<c1>-<c2>", example="3-5",
+                 parse=_class_list,
+                 label=lambda cfg: "class_" + "-".join(map(str, cfg.classes)))
+def _class(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: int, model, device) -> torch.Tensor:
+    """Every training point of ``classes``."""
+    _check_classes(cfg, num_classes)
+    return torch.nonzero(torch.isin(train.y.cpu(), torch.tensor(cfg.classes))).squeeze(1)
+
+
+def _top_fraction(regime: str):
+    def select(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: int, model, device) -> torch.Tensor:
+        return _top(per_sample_scores(model, train, regime, device=device), round(cfg.fraction * len(train)))
+    select.__doc__ = f"The top ``fraction`` of training points by θ0's {regime} score."
+    return select
+
+
+register_regime("top_sensitivity", needs_model=True)(_top_fraction("top_sensitivity"))
+register_regime("high_loss", needs_model=True)(_top_fraction("high_loss"))
+register_regime("low_margin", needs_model=True)(_top_fraction("low_margin"))
+
+
+@register_regime("class_concentrated", needs_model=True, by_class=True,
+                 syntax="<class>:<neighbour fraction>", example="3:0.5", parse=_class_and_neighbour,
+                 label=lambda cfg: f"class_concentrated_{cfg.classes[0]}")
+def _class_concentrated(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: int, model,
+                        device) -> torch.Tensor:
+    """All of ``classes[0]`` plus ``neighbor_fraction`` of the class θ0 confuses it with most (the neighbour
+    points θ0 rates most like ``classes[0]``)."""
+    _check_classes(cfg, num_classes)
     c = cfg.classes[0]
     y = train.y.cpu()
     check(bool((y == c).any()), "forget.classes", c, "a class with training points (none of this class here)")
-    probs = F.softmax(_logits(model, train.x, device), 1)
+    probs = F.softmax(_scores(model, train, lambda logits, _: logits, device), 1)
     confusion = probs[y == c].mean(0)
     confusion[c] = -1.0
     neighbour = int(confusion.argmax())
@@ -125,30 +257,21 @@ def _class_concentrated(model: nn.Module, train: Split, cfg: ForgetConfig, num_c
     return torch.cat([torch.nonzero(y == c).squeeze(1), chosen_nb])
 
 
+# ------------------------------------------------------------------------------------------ selection
 def select_forget(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: int,
                   model: nn.Module | None = None, device: torch.device | str = "cpu") -> ForgetSet:
-    """Pick the forget set for ``cfg`` from ``train``; adversarial regimes need θ0 as ``model``."""
+    """Pick the forget set for ``cfg`` from ``train``; regimes that score with θ0 need it as ``model``."""
+    spec = cfg.spec
     n = len(train)
-    y = train.y.cpu()
-    if cfg.regime in ("class", "class_concentrated"):
-        for c in cfg.classes:
-            check(0 <= c < num_classes, "forget.classes", c, f"class indices in [0, {num_classes - 1}]")
-    if cfg.regime in _NEEDS_MODEL and model is None:
-        raise ConfigError("forget.regime", cfg.regime, "random or class when no original model is given")
-    k = round(cfg.fraction * n)
-    if cfg.regime == "random":
-        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k]
-    elif cfg.regime == "class":
-        idx = torch.nonzero(torch.isin(y, torch.tensor(cfg.classes))).squeeze(1)
-    elif cfg.regime == "class_concentrated":
-        idx = _class_concentrated(model, train, cfg, num_classes, device)
-    else:
-        idx = _top(per_sample_scores(model, train, cfg.regime, device=device), k)
+    if spec.needs_model and model is None:
+        needless = [r for r in REGIMES.names() if not REGIMES[r].needs_model]
+        raise ConfigError("forget.regime", cfg.regime, f"{' or '.join(needless)} when no original model is given")
+    idx = spec.select(cfg, train, num_classes, seed=seed, model=model, device=device)
     idx = torch.sort(idx.to(torch.int64)).values
     check(len(idx) > 0, "forget_set.size", 0, f"at least one sample (regime {cfg.regime} selected none)")
     check(len(idx) < n, "forget_set.size", len(idx),
           f"fewer than the whole training set ({n}); the retain set would be empty")
-    hist = torch.bincount(y[idx], minlength=num_classes).tolist()
+    hist = torch.bincount(train.y.cpu()[idx], minlength=num_classes).tolist()
     digest = hashlib.sha256(idx.numpy().tobytes()).hexdigest()[:16]
     manifest = {"regime": cfg.regime, "label": cfg.label(), "params": asdict(cfg), "seed": seed,
                 "size": len(idx), "train_size": n, "class_histogram": hist, "content_hash": digest}

@@ -1,8 +1,9 @@
-"""Benchmark metrics (SPEC §6): pure functions of tensors and floats, no I/O.
+"""The metrics' formulas (docs/design.md §6): pure functions of tensors and floats, no I/O.
 
-Notation: p_u, p_g, p_0 are softmax outputs (N, C) of the unlearned, gold (retrained on D_r) and original
-models; y the int64 labels (N,); D_f forget, D_r retain, D_val, D_test splits. Every metric is reported
-beside the gold model's own value. Direction: lower / higher / closer_to_gold (to the gold's value).
+Which metrics a cell reports, with their directions, is the registry in :mod:`sragu_core.evaluate`; this
+module holds the mathematics those entries call.  Notation: p_u, p_g, p_0 are softmax outputs (N, C) of
+the unlearned, gold (retrained on D_r) and original models; y the int64 labels (N,); D_f forget, D_r
+retain, D_val, D_test splits.
 
 Accuracy (``accuracy``, ``per_class_accuracy``; nan for an empty split or absent class)
   forget_acc, retain_acc, test_acc, val_acc = mean[argmax p = y] on D_f, D_r, D_test, D_val.
@@ -45,7 +46,6 @@ from sragu_core.data import Split
 from sragu_core.errors import check
 
 __all__ = [
-    "METRIC_INFO",
     "accuracy",
     "alpha_drift",
     "avg_gap",
@@ -63,38 +63,6 @@ __all__ = [
     "size_matched",
     "tv",
 ]
-
-_ALIGN = {
-    "pd": ("lower", "mean[argmax p_u != argmax p_g] on Q = D_f"),
-    "tv": ("lower", "mean 0.5*||p_u - p_g||_1 on Q = D_f"),
-    "kl_to_gold": ("lower", "mean KL(p_g || p_u), eps-clamped, on Q = D_f"),
-    "js": ("lower", "mean JS(p_u, p_g), natural log (<= ln 2), on Q = D_f"),
-}
-
-METRIC_INFO: dict[str, tuple[str, str]] = {
-    "forget_acc": ("closer_to_gold", "mean[argmax p_u = y] on D_f"),
-    "retain_acc": ("higher", "mean[argmax p_u = y] on D_r"),
-    "test_acc": ("higher", "mean[argmax p_u = y] on D_test"),
-    "val_acc": ("higher", "mean[argmax p_u = y] on D_val"),
-    "forget_acc_gap": ("lower", "|forget_acc(u) - forget_acc(gold)|"),
-    "retain_acc_gap": ("lower", "|retain_acc(u) - retain_acc(gold)|"),
-    "test_acc_gap": ("lower", "|test_acc(u) - test_acc(gold)|"),
-    **_ALIGN,
-    **{f"{k}_test": (d, f.replace("Q = D_f", "Q = D_test")) for k, (d, f) in _ALIGN.items()},
-    "mia_auc": ("closer_to_gold", "ROC-AUC of -loss, members D_f vs size-matched D_test sample; 0.5 = none"),
-    "mia_gap": ("lower", "|mia_auc(u) - mia_auc(gold)|"),
-    "mia_efficacy": ("closer_to_gold", "SalUn SVC on p[y], fit D_r vs D_test; fraction of D_f non-member"),
-    "diverged": ("lower", "1 if any weight or loss is non-finite else 0"),
-    "test_acc_drop": ("lower", "test_acc(theta0) - test_acc(u)"),
-    "max_layer_shift": ("n/a", "max over parameter tensors of ||theta_u - theta_0|| / ||theta_0||"),
-    "mean_alpha_drift": ("n/a", "mean over layers of |alpha_l(u) - alpha_l(theta0)|, finite layers only"),
-    "avg_gap": ("lower", "mean |x_u - x_gold| over forget/retain/test acc and mia_efficacy (SalUn)"),
-    "rte": ("higher", "t_gold / t_method (wall time of retraining over the method's)"),
-    "method_time_s": ("lower", "wall seconds of the unlearning method"),
-    "spectral_time_s": ("lower", "wall seconds of the spectral (alpha) diagnostics"),
-    "peak_mem_mb": ("lower", "peak RSS (MiB) of the worker process that ran the method; CUDA: allocator peak"),
-}
-
 
 # --------------------------------------------------------------------------------------------- helpers
 def _probs(p: torch.Tensor, field: str) -> torch.Tensor:
@@ -214,7 +182,7 @@ def mia_auc(forget_losses: torch.Tensor, nonmember_losses: torch.Tensor) -> floa
     for name, t in (("forget_losses", forget_losses), ("nonmember_losses", nonmember_losses)):
         check(isinstance(t, torch.Tensor) and t.dim() == 1 and t.shape[0] > 0, name,
               tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__, "a non-empty 1-D tensor")
-    from sklearn.metrics import roc_auc_score  # lazy: sklearn imports pandas -> pyarrow (STYLE §6 rule)
+    from sklearn.metrics import roc_auc_score  # lazy: sklearn imports pandas -> pyarrow (docs/design.md §10)
 
     scores = -torch.cat([forget_losses, nonmember_losses]).detach().to("cpu", torch.float64)
     if not torch.isfinite(scores).all():

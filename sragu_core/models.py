@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
@@ -26,12 +25,9 @@ from .registry import Registry
 
 __all__ = ["ModelConfig", "MODELS", "build_model", "reinit_"]
 
-ModelName = Literal["mlp", "cnn_small", "resnet18"]
-
-
 @dataclass(frozen=True)
 class ModelConfig:
-    name: ModelName = "mlp"
+    name: str = "mlp"  # a name registered in MODELS
     mlp_hidden: tuple[int, ...] = (128, 64)
     cnn_channels: tuple[int, int] = (32, 64)
     cnn_fc: int = 128

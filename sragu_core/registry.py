@@ -1,7 +1,7 @@
 """A name → object registry that refuses duplicates and answers unknown names with the known ones.
 
-Used for methods, models and ω maps (STYLE §1): adding an entry is one decorated definition plus one
-import line, never an ``if name == ...`` chain.
+Used for methods, models, ω maps, forget regimes and metrics (docs/design.md §10): adding an entry is one
+decorated definition (plus one import line for a new module), never an ``if name == ...`` chain.
 """
 
 from __future__ import annotations
@@ -45,3 +45,7 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def values(self) -> list[T]:
+        """The registered objects in registration order."""
+        return list(self._items.values())

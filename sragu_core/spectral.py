@@ -5,7 +5,7 @@ the empirical spectral density (ESD) of its weight correlation matrix: the tail 
 λ = σ(W)² follows a power law p(λ) ∝ λ^(−α).  2 ≤ α ≤ 4 is "well trained", 4–6 weakly trained, > 6
 random-like, < 2 over-fit.  SRAGU (arXiv 2602.09304) maps this α to a per-layer stability weight.
 
-What is computed (SPEC §3), matching ``weightwatcher`` 0.7.x's default ``analyze()``:
+What is computed (docs/design.md §3), matching ``weightwatcher`` 0.7.x's default ``analyze()``:
 
 * Linear W (out × in): λ = σ(W)².  Conv2d W (out, in, kh, kw): the kh·kw slices W[:, :, i, j]
   pooled into one ESD.  weightwatcher's ``conv2d_norm`` scales each slice by sqrt(count / 2), where in

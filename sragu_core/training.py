@@ -17,23 +17,36 @@ from ._loop import LoopSpec, Trace, minibatches, run_loop, seeded
 from .data import Split
 from .errors import check
 
-__all__ = ["TrainConfig", "train"]
+__all__ = ["SGDConfig", "TrainConfig", "train"]
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 5
+class SGDConfig:
+    """Minibatch SGD: the knobs the original's recipe and the descent baselines (finetune, random_label,
+    neggrad_plus) share.  Subclasses redeclare a field to change its default or give it a search range."""
+
     lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 0.0
+    momentum: float = 0.0
+    epochs: int = 5
     batch_size: int = 64
 
     def __post_init__(self):
-        check(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
-        check(self.lr > 0, "train.lr", self.lr, "a number > 0")
-        check(0 <= self.momentum < 1, "train.momentum", self.momentum, "a number in [0, 1)")
-        check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
-        check(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
+        check(self.lr > 0, "lr", self.lr, "a number > 0")
+        check(0 <= self.momentum < 1, "momentum", self.momentum, "a number in [0, 1)")
+        check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig(SGDConfig):
+    """The original model's recipe (AGU's public code): SGD with momentum 0.9, lr 0.01, batch 64."""
+
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
 
 
 def train(model: nn.Module, data: Split, cfg: TrainConfig, *, seed: int,

@@ -71,7 +71,7 @@ def s3_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
-    """A real MLflow tracking server (lean flags, SPEC §9) on 127.0.0.1; yields (uri, artifact folder)."""
+    """A real MLflow tracking server (lean flags, docs/design.md §9) on 127.0.0.1; yields (uri, artifact folder)."""
     tmp = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}

@@ -7,9 +7,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest
 import torch
 
-from components.datasets import load_dataset
+from components.io.datasets import load_dataset
 from sragu_core.data import UnlearnData
-from sragu_core.evaluate import CellSplits, evaluate_cell
+from sragu_core.evaluate import CellSplits, evaluate_cell, gold_reference, original_facts
 from sragu_core.forget import ForgetConfig, retain_indices, select_forget
 from sragu_core.methods import run_method
 from sragu_core.methods.agu import AGUConfig
@@ -57,12 +57,14 @@ def test_ascent_methods_forget_and_gold_generalises(mnist_cell):
 def test_evaluate_cell_against_itself_and_original(mnist_cell):
     _, original, data, splits = mnist_cell
     gold = run_method("retrain", original, data, RetrainConfig(**vars(RECIPE)), seed=0).model
-    same = evaluate_cell(gold, gold, original, splits, device="cpu", seed=0, num_classes=10)
+    facts = original_facts(original, splits.test, device="cpu")
+    ref = gold_reference(gold, splits, device="cpu", seed=0)
+    same = evaluate_cell(gold, original, facts, ref, splits, device="cpu", seed=0)
     for k in ("pd", "tv", "kl_to_gold", "js", "pd_test", "kl_to_gold_test", "mia_gap", "avg_gap",
               "forget_acc_gap", "test_acc_gap"):
         assert same[k] == pytest.approx(0.0, abs=1e-6), k
     assert same["diverged"] == 0.0
-    row = evaluate_cell(original, gold, original, splits, device="cpu", seed=0, num_classes=10)
+    row = evaluate_cell(original, original, facts, ref, splits, device="cpu", seed=0)
     assert row["kl_to_gold"] > 0 and row["pd"] > 0 and row["max_layer_shift"] == 0.0
     assert row["test_acc_drop"] == 0.0
     assert row["forget_acc"] >= row["gold_forget_acc"]  # the original still remembers D_f
@@ -74,5 +76,7 @@ def test_evaluate_flags_divergence(mnist_cell):
     broken = build_model(ModelConfig("mlp"), (1, 28, 28), 10, seed=1)
     with torch.no_grad():
         broken[1].weight.fill_(float("inf"))
-    row = evaluate_cell(broken, original, original, splits, device="cpu", seed=0, num_classes=10)
+    ref = gold_reference(original, splits, device="cpu", seed=0)
+    row = evaluate_cell(broken, original, original_facts(original, splits.test, device="cpu"), ref, splits,
+                        device="cpu", seed=0)
     assert row["diverged"] == 1.0

@@ -1,4 +1,4 @@
-"""Typed, frozen configuration (STYLE §3, §4, §13): overrides, presets, regimes and the command-line errors."""
+"""Typed, frozen configuration (docs/design.md §10): overrides, presets, regimes and the command-line errors."""
 
 import os
 
@@ -14,10 +14,11 @@ from typing import Literal
 
 import pytest
 
-from components.presets import PRESETS, BenchmarkConfig, parse_regime, resolve
+from components.config import BenchmarkConfig
+from components.presets import PRESETS, resolve
 from sragu_core.config import flatten, from_dict, override, parse_value, to_dict
 from sragu_core.errors import ConfigError, check
-from sragu_core.forget import ForgetConfig
+from sragu_core.forget import ForgetConfig, parse_regime
 from sragu_core.methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +140,7 @@ def test_flatten_by_hand():
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_to_dict_and_flatten_are_json_able_and_round_trip(preset):
-    bench = PRESETS[preset]()
+    bench = PRESETS[preset].config()
     flat = flatten(to_dict(bench))
     assert json.loads(json.dumps(flat)) == flat
     assert not any(isinstance(v, (dict, tuple)) for v in flat.values())
@@ -158,7 +159,42 @@ def test_resolve_routes_method_overrides_to_that_method_only():
     assert {k: v for k, v in r.methods.items() if k != "sragu"} == {k: v for k, v in base.methods.items()
                                                                     if k != "sragu"}
     assert r.bench.seeds == (0, 1) and r.bench.train.lr == 0.05
-    assert base.bench == PRESETS["smoke"]()
+    assert base.bench == PRESETS["smoke"].config()
+
+
+def test_gold_retrains_run_with_the_effective_recipe_of_their_model():
+    r = resolve("default", {"epochs.cnn_small": "7", "train.lr": "0.05"})
+    for model, epochs in (("mlp", 5), ("cnn_small", 7)):
+        for m in ("retrain", "retrain_indep"):  # METHODS[m].retrains: the recipe is the original's
+            cfg = r.config_for(m, model)
+            assert METHODS[m].retrains and cfg.epochs == epochs and cfg.lr == 0.05
+        assert r.config_for("agu", model) == r.methods["agu"]  # unlearning methods keep their own config
+        # config.json shows what the cells ran with, per model, not the registry defaults
+        shown = r.as_dict()["effective_configs"][model]
+        assert shown["retrain"]["epochs"] == epochs and set(shown) == {"retrain", *r.bench.methods}
+    assert not any(METHODS[m].retrains for m in METHODS if m not in ("retrain", "retrain_indep"))
+
+
+def test_dead_keys_are_refused_not_ignored():
+    # train.epochs used to be accepted and silently overridden by epochs.<model>
+    msg = _config_error(resolve, "smoke", {"train.epochs": "9"})
+    assert "train.epochs" in msg and "epochs.mlp" in msg
+    msg = _config_error(resolve, "smoke", {"retrain.epochs": "9"})  # the gold always takes the original's recipe
+    assert "retrain.epochs" in msg and "train.*" in msg
+
+
+def test_a_model_without_an_epochs_entry_is_a_config_error(monkeypatch):
+    from sragu_core.models import MODELS
+
+    monkeypatch.setitem(MODELS._items, "tiny_vit", MODELS["mlp"])  # registered, but EpochsConfig lacks it
+    msg = _config_error(resolve, "smoke", {"models": "[tiny_vit]"})
+    assert "models" in msg and "tiny_vit" in msg and "epochs" in msg
+
+
+def test_regimes_are_parsed_once_at_the_boundary():
+    r = resolve("smoke", {"regimes": "[random:0.2,class:3-5]"})
+    assert [f.label() for f in r.forget] == ["random_20pct", "class_3-5"]
+    assert _config_error(resolve, "smoke", {"regimes": "[random:0.1,random:0.1]"}).startswith("regimes=")
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -167,7 +203,7 @@ def test_every_preset_resolves(preset):
     assert r.bench.name == preset
     assert set(r.methods) == set(METHODS.names())
     assert all(isinstance(r.methods[n], METHODS[n].config) for n in METHODS.names())
-    assert len(r.bench.forget_configs()) == len(r.bench.regimes) >= 1
+    assert len(r.forget) == len(r.bench.regimes) >= 1
     assert json.loads(json.dumps(r.as_dict()))["name"] == preset
 
 
@@ -178,7 +214,7 @@ def test_every_preset_resolves(preset):
     ("smoke", {"seeds": "[0,0]"}, "seeds", "(0, 0)"),
     ("smoke", {"methods": "agu,unknown"}, "methods", "unknown"),
     ("smoke", {"methods": "[agu,unknown]"}, "methods", "unknown"),
-    # the message names the ForgetConfig field (forget.fraction=1.5), not the `regimes` key the user typed
+    # the message names the `regimes` key the user typed, with the regime's syntax and the allowed range
     ("smoke", {"regimes": "random:1.5"}, "fraction", "1.5"),
     ("smoke", {"regimes": "bogus:0.1"}, "regimes", "bogus:0.1"),
     ("smoke", {"datasets": "imagenet"}, "datasets", "imagenet"),

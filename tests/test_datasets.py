@@ -1,4 +1,4 @@
-"""components.datasets: IDX/CIFAR readers on hand-written files, splits, offline sets, errors, downloads."""
+"""components.io.datasets: IDX/CIFAR readers on hand-written files, splits, offline sets, errors, downloads."""
 
 import os
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from components import datasets as ds
+from components.io import datasets as ds
 from sragu_core.errors import ConfigError
 
 N_TRAIN, N_TEST = 40, 10

@@ -1,4 +1,4 @@
-"""Forget-set selection (SPEC §5): every regime against an independent re-computation in the test.
+"""Forget-set selection (docs/design.md §5): every regime against an independent re-computation in the test.
 
 θ0 is a tiny MLP trained for three epochs on 200 Gaussian-blob points (10 classes × 20, inputs 1×8×8),
 so every regime selects something non-trivial and the whole module runs in about a second.
@@ -14,12 +14,12 @@ from torch.nn import functional as F
 
 from sragu_core.data import Split
 from sragu_core.errors import ConfigError
-from sragu_core.forget import REGIMES, ForgetConfig, per_sample_scores, retain_indices, select_forget
+from sragu_core.forget import REGIMES, ForgetConfig, parse_regime, per_sample_scores, retain_indices, select_forget
 from sragu_core.models import ModelConfig, build_model
 from sragu_core.training import TrainConfig, train
 
 N, C = 200, 10
-ADVERSARIAL = ("top_sensitivity", "high_loss", "low_margin", "class_concentrated")
+ADVERSARIAL = tuple(r for r in REGIMES if REGIMES[r].needs_model)  # the regimes that score points with θ0
 
 
 def _blobs(n: int = N, c: int = C, seed: int = 0, noise: float = 1.5) -> Split:
@@ -249,3 +249,35 @@ def test_forget_set_equal_to_the_whole_training_set_is_refused():
     only_zeros = Split(torch.randn(N, 1, 8, 8, generator=g), torch.zeros(N, dtype=torch.int64))
     _expect_config_error("forget_set.size", str(N), _select, only_zeros, None, "class", classes=(0,),
                          num_classes=2)
+
+
+# ------------------------------------------------------------------------------------ the registry's flags
+def test_the_adversarial_regimes_are_the_ones_flagged():
+    assert set(ADVERSARIAL) == {"top_sensitivity", "high_loss", "low_margin", "class_concentrated"}
+
+
+@pytest.mark.parametrize("regime", REGIMES)
+def test_every_regime_parses_its_example(regime):
+    spec = REGIMES[regime]
+    cfg = parse_regime(spec.example)
+    assert cfg.regime == regime and cfg.label().startswith(regime)
+    assert spec.syntax.startswith(f"{regime}:")
+    with pytest.raises(ConfigError) as info:
+        parse_regime(f"{regime}:1:2:3:4")
+    assert info.value.field == "regimes" and spec.syntax in str(info.value)
+
+
+@pytest.mark.parametrize("regime", REGIMES)
+def test_regime_flags_tell_the_truth(data, theta0, regime):
+    spec = REGIMES[regime]
+    cfg = parse_regime(spec.example)
+    with_model = select_forget(cfg, data, C, seed=0, model=theta0)
+    if spec.needs_model:  # flagged: refused without θ0
+        _expect_config_error("forget.regime", regime, select_forget, cfg, data, C, seed=0, model=None)
+    else:  # not flagged: θ0 plays no part
+        assert torch.equal(select_forget(cfg, data, C, seed=0, model=None).indices, with_model.indices)
+    whole = torch.nonzero(data.y == cfg.classes[0]).squeeze(1)
+    if spec.by_class:  # a class deletion forgets every point of its (first) class
+        assert bool(torch.isin(whole, with_model.indices).all())
+    else:  # a fraction regime takes its fraction, whatever the classes
+        assert len(with_model.indices) == round(cfg.fraction * len(data))

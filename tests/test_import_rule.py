@@ -1,4 +1,4 @@
-"""STYLE §6: the algorithm core never imports orchestration or I/O libraries."""
+"""docs/design.md §10: the algorithm core never imports orchestration or I/O libraries."""
 
 import subprocess
 import sys

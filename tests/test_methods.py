@@ -1,4 +1,4 @@
-"""Registry-driven contract tests for every unlearning method, plus the two equivalences of SPEC §4."""
+"""Registry-driven contract tests for every unlearning method, plus the two equivalences of docs/design.md §4."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""Metrics (SPEC §6): hand-computed cases plus cross-checks against scipy, numpy and brute force."""
+"""Metrics (docs/design.md §6): hand-computed cases plus cross-checks against scipy, numpy and brute force."""
 
 import os
 
@@ -15,6 +15,7 @@ from scipy.spatial.distance import jensenshannon
 from sragu_core import metrics as M
 from sragu_core.data import Split
 from sragu_core.errors import ConfigError
+from sragu_core.evaluate import METRICS
 
 # Two rows, two classes. argmax(P_U) = [0, 0], argmax(P_G) = [0, 1].
 P_U = torch.tensor([[0.6, 0.4], [0.9, 0.1]])
@@ -221,16 +222,16 @@ def test_predict_matches_manual_and_restores_mode(training):
     assert none is None and torch.allclose(probs_x, probs)
 
 
-def test_metric_info_covers_reported_names():
+def test_metric_registry_covers_reported_names():
     names = ["forget_acc", "retain_acc", "test_acc", "val_acc", "forget_acc_gap", "retain_acc_gap",
              "test_acc_gap", "mia_auc", "mia_gap", "mia_efficacy", "diverged", "test_acc_drop",
              "max_layer_shift", "mean_alpha_drift", "avg_gap", "rte", "method_time_s",
              "spectral_time_s", "peak_mem_mb"]
     names += [f"{k}{s}" for k in ("pd", "tv", "kl_to_gold", "js") for s in ("", "_test")]
     for n in names:
-        direction, formula = M.METRIC_INFO[n]
-        assert direction in {"lower", "higher", "closer_to_gold", "n/a"} and formula
-    assert "D_test" in M.METRIC_INFO["js_test"][1] and "D_f" in M.METRIC_INFO["js"][1]
+        spec = METRICS[n]
+        assert spec.direction in {"lower", "higher", "closer_to_gold", "n/a"} and spec.formula
+    assert "D_test" in METRICS["js_test"].formula and "D_f" in METRICS["js"].formula
 
 
 def test_mia_efficacy_uses_true_class_confidence_not_max():

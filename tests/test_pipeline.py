@@ -8,8 +8,12 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 
 import boto3
 import pyarrow.parquet as pq
@@ -151,30 +155,65 @@ def test_mlflow_server(tmp_path, mlflow_server):
     assert not (tmp_path / "out" / "mlflow.db").exists()
 
 
+def _job_cli_ready(ray: str, dash: int, env: dict, proc: subprocess.Popen, timeout: float) -> None:
+    """Wait until the head answers the job API (``ray job list``), or fail with the head's output."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        r = subprocess.run([ray, "job", "list", "--address", f"http://127.0.0.1:{dash}"], env=env,
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode == 0:
+            return
+        time.sleep(1)
+    raise AssertionError(f"the Ray head did not come up (exit {proc.poll()})")
+
+
+def _stop_own_head(proc: subprocess.Popen, temp_dir: str) -> None:
+    """Stop only the head this test started: its process group (``ray start --block`` ends the processes it
+    launched when signalled), then anything still running from its private temp dir.  Never ``ray stop``,
+    which would kill every Ray process on the machine."""
+    import psutil
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    for p in psutil.process_iter(["cmdline"]):
+        if temp_dir in " ".join(p.info["cmdline"] or []):
+            p.kill()
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
 def test_ray_job_submit_against_a_started_head(tmp_path):
-    """`ray start --head`, then `ray job submit --working-dir .` exactly as the README says."""
+    """`ray start --head`, then `ray job submit --working-dir .` exactly as the README says (on a head of its own,
+    in a private temp dir, stopped by this test alone)."""
     gcs, dash = free_port(), free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{sys.prefix}/bin:{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
     ray = f"{sys.prefix}/bin/ray"
-    start = subprocess.run([ray, "start", "--head", "--port", str(gcs), "--dashboard-port", str(dash),
-                            "--dashboard-host", "127.0.0.1", "--num-cpus", "2", "--include-dashboard", "true",
-                            "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=180)
-    assert start.returncode == 0, start.stderr[-3000:]
+    temp_dir = tempfile.mkdtemp(prefix="rayt", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    log = (tmp_path / "head.log").open("w")
+    head = subprocess.Popen([ray, "start", "--head", "--block", "--port", str(gcs), "--dashboard-port", str(dash),
+                             "--dashboard-host", "127.0.0.1", "--num-cpus", "2", "--include-dashboard", "true",
+                             "--disable-usage-stats", "--temp-dir", temp_dir], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
     try:
+        job_env = {**env, "RAY_AUTH_MODE": "token"}
+        _job_cli_ready(ray, dash, job_env, head, timeout=180)
         out = tmp_path / "out"
         sub = subprocess.run(
             [ray, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", ".",
              "--runtime-env", "infra/runtime_env.yaml", "--", "python", "pipelines/benchmark.py", *SMALL,
-             "--out", str(out)], cwd=ROOT, env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True,
-            text=True, timeout=600)
+             "--out", str(out)], cwd=ROOT, env=job_env, capture_output=True, text=True, timeout=600)
         assert sub.returncode == 0, (sub.stdout + sub.stderr)[-4000:]
         assert "succeeded" in sub.stdout + sub.stderr
         listing = subprocess.run([ray, "job", "list", "--address", f"http://127.0.0.1:{dash}"],
-                                 env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=60)
+                                 env=job_env, capture_output=True, text=True, timeout=60)
         assert "SUCCEEDED" in listing.stdout
         t = table(out)
         assert len(t) == 6 and (t.status == "ok").all()
         assert (t.git_revision == "unknown").all()  # the upload carries no .git (runtime_env excludes)
     finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        log.close()
+        _stop_own_head(head, temp_dir)

@@ -1,4 +1,4 @@
-"""Benchmark report (SPEC §6, §7): statistics on hand cases, and the end-to-end report re-checked from Parquet.
+"""Benchmark report (docs/design.md §6-7): statistics on hand cases, and the end-to-end report re-checked from Parquet.
 
 The end-to-end test runs ``pipelines/report.py`` on a synthetic results table and recomputes the numbers it
 checks with numpy/scipy directly (not with ``components.report``), formatted as the report formats them:

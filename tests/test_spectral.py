@@ -1,4 +1,4 @@
-"""Per-layer α (SPEC §3): against weightwatcher, a known power law, numpy SVDs and a brute-force scan."""
+"""Per-layer α (docs/design.md §3): against weightwatcher, a known power law, numpy SVDs and a brute-force scan."""
 
 import os
 
@@ -33,7 +33,7 @@ def _weightwatcher_table(model: nn.Module):
 
 
 def _reference_fit(lam) -> tuple[float, float, float, int]:
-    """SPEC §3 written the slow, obvious way: one python iteration per candidate x_min.
+    """docs/design.md §3 written the slow, obvious way: one python iteration per candidate x_min.
 
     KS distance exactly as weightwatcher's ``WWFit.fit_power_law_standard`` writes it (one-sided
     empirical CDF ``arange(n)/n``, ``(λ/x_min)**(1−α)`` via ``pow``, D = 1 when α ≤ 1); the first

@@ -1,4 +1,4 @@
-"""components.store on a local folder and on a real S3-protocol server (moto_server), no mocks."""
+"""components.io.store on a local folder and on a real S3-protocol server (moto_server), no mocks."""
 
 import os
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import AWS_ENV, free_port
 
-from components.store import Store
+from components.io.store import Store
 from sragu_core.errors import ConfigError
 
 BUCKET = "sragu-test"

@@ -1,4 +1,4 @@
-"""components.tracking against real MLflow stores: a SQLite file, a real `mlflow server`, a dead port.
+"""components.io.tracking against real MLflow stores: a SQLite file, a real `mlflow server`, a dead port.
 
 Everything is read back through a fresh MlflowClient, never through the Tracker that wrote it.
 """
@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 from conftest import free_port  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from components.tracking import (  # noqa: E402
+from components.io.tracking import (  # noqa: E402
     Tracker,
     alpha_omega_figure,
     default_tracking_uri,

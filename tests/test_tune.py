@@ -18,9 +18,10 @@ import torch
 from conftest import ROOT
 from mlflow.tracking import MlflowClient
 
+from components.execution.search_space import parse_space_override, search_space
+from components.execution.tune_run import TuneSettings
+from components.io.store import Store
 from components.presets import resolve
-from components.store import Store
-from components.tuning import TuneSettings, parse_space_override, search_space
 from sragu_core.errors import ConfigError
 from sragu_core.methods import METHODS, run_method
 from sragu_core.methods.sragu import SRAGUConfig
@@ -121,7 +122,7 @@ def _objective_by_hand(method, cfg, tmp_path, doc):
     """The sweep's objective recomputed here from the stored artifacts with the metric functions directly."""
     resolved = resolve("smoke", {})
     store = Store(str(tmp_path / "out" / "store"))
-    from components.datasets import load_dataset
+    from components.io.datasets import load_dataset
 
     ds = load_dataset("mnist_5k", seed=0)
     train = ds.train.subset(torch.arange(2000))
@@ -193,7 +194,7 @@ def test_smoke_sweep_then_benchmark_on_held_out_seeds(tmp_path):
     assert set(t.seed) == {0}
     assert t[t.method.isin(["agu", "sragu"])].tuned.all() and not t[t.method == "finetune"].tuned.any()
     assert (t[t.tuned].tuned_seed == 1000).all()
-    cfg = json.loads((run / "config.json").read_text())["config"]["method_configs"]["sragu"]
+    cfg = json.loads((run / "config.json").read_text())["config"]["effective_configs"]["mlp"]["sragu"]
     for k, v in doc["methods"]["sragu"]["config"].items():
         assert cfg[k] == pytest.approx(v) if isinstance(v, float) else cfg[k] == v
     assert "tuned on seed 1000" in (run / "report" / "report.md").read_text()

@@ -28,7 +28,12 @@ from ..data import UnlearnData
 from ..errors import check
 from ..metrics import predict, tv
 
-__all__ = ["AscentConfig", "scaled_ascent"]
+__all__ = ["AscentConfig", "scaled_ascent", "DIRECTIONS", "LEAKAGE_STOPS", "Direction", "LeakageStop"]
+
+DIRECTIONS = ("ascent", "descent")
+LEAKAGE_STOPS = ("forget_le_val", "divergence", "none")
+Direction = Literal[DIRECTIONS]
+LeakageStop = Literal[LEAKAGE_STOPS]
 
 
 @dataclass(frozen=True)
@@ -37,8 +42,8 @@ class AscentConfig:
     delta: float = 1e-4
     max_iters: int = field(default=100, metadata={"search": ("int", 1, 100)})
     batch_size: int = 64
-    direction: Literal["ascent", "descent"] = "ascent"
-    leakage_stop: Literal["forget_le_val", "divergence", "none"] = "forget_le_val"
+    direction: Direction = "ascent"
+    leakage_stop: LeakageStop = "forget_le_val"
     epsilon: float = 0.2
 
     def __post_init__(self):
@@ -46,9 +51,9 @@ class AscentConfig:
         check(self.delta >= 0, "delta", self.delta, "a number >= 0")
         check(self.max_iters >= 1, "max_iters", self.max_iters, "an integer >= 1")
         check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
-        check(self.direction in ("ascent", "descent"), "direction", self.direction, "ascent or descent")
-        check(self.leakage_stop in ("forget_le_val", "divergence", "none"), "leakage_stop", self.leakage_stop,
-              "one of forget_le_val, divergence, none")
+        check(self.direction in DIRECTIONS, "direction", self.direction, f"one of {list(DIRECTIONS)}")
+        check(self.leakage_stop in LEAKAGE_STOPS, "leakage_stop", self.leakage_stop,
+              f"one of {list(LEAKAGE_STOPS)}")
         check(0 < self.epsilon <= 1, "epsilon", self.epsilon, "a number in (0, 1] (a total-variation distance)")
 
 

@@ -1,4 +1,4 @@
-"""The method registry: name → (frozen config class, function).  One entry per module (STYLE §1).
+"""The method registry: name → (frozen config class, function).  One entry per module (docs/design.md §10).
 
 Every method has the signature ``fn(model, data: UnlearnData, cfg, *, seed, on_epoch=None) -> MethodResult``
 (``on_epoch(model, record)`` observes every epoch of the shared loop) and works on its own copy:
@@ -20,6 +20,7 @@ from .._loop import MethodResult
 from ..data import UnlearnData
 from ..errors import ConfigError, check
 from ..registry import Registry
+from ..training import TrainConfig
 
 __all__ = ["MethodSpec", "METHODS", "register", "run_method"]
 
@@ -29,6 +30,12 @@ class MethodSpec:
     name: str
     config: type
     fn: Callable[..., MethodResult]
+
+    @property
+    def retrains(self) -> bool:
+        """A gold retrain (the reference or the noise floor): its config *is* a training recipe, so it
+        trains from scratch on D_r and the pipeline hands it the original's recipe."""
+        return issubclass(self.config, TrainConfig)
 
 
 METHODS: Registry[MethodSpec] = Registry("method")

@@ -16,23 +16,21 @@ from torch.nn import functional as F
 from .._loop import LoopSpec, MethodResult, minibatches, run_loop, seeded
 from ..data import UnlearnData
 from ..errors import check
+from ..training import SGDConfig
 from ._registry import register
 
 __all__ = ["NegGradPlusConfig", "neggrad_plus"]
 
 
 @dataclass(frozen=True)
-class NegGradPlusConfig:
+class NegGradPlusConfig(SGDConfig):
     lr: float = field(default=0.01, metadata={"search": ("log", 1e-3, 1e-1)})
-    beta: float = 0.9
     epochs: int = field(default=5, metadata={"search": ("int", 1, 10)})
-    batch_size: int = 64
+    beta: float = 0.9
 
     def __post_init__(self):
-        check(self.lr > 0, "lr", self.lr, "a number > 0")
+        super().__post_init__()
         check(0 <= self.beta <= 1, "beta", self.beta, "a number in [0, 1]")
-        check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
-        check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
 
 
 @register("neggrad_plus", NegGradPlusConfig)
@@ -54,6 +52,6 @@ def neggrad_plus(model: nn.Module, data: UnlearnData, cfg: NegGradPlusConfig, *,
         xf, yf, xr, yr = batch
         return cfg.beta * F.cross_entropy(m(xr), yr) - (1 - cfg.beta) * F.cross_entropy(m(xf), yf)
 
-    spec = LoopSpec(batches=batches, loss=loss, lr=cfg.lr, max_epochs=cfg.epochs, monitor_split=data.forget,
-                    on_epoch=on_epoch)
+    spec = LoopSpec(batches=batches, loss=loss, lr=cfg.lr, max_epochs=cfg.epochs, momentum=cfg.momentum,
+                    monitor_split=data.forget, on_epoch=on_epoch)
     return MethodResult(model, run_loop(model, spec))

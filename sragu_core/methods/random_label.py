@@ -14,24 +14,16 @@ from torch.nn import functional as F
 
 from .._loop import LoopSpec, MethodResult, minibatches, run_loop, seeded
 from ..data import Split, UnlearnData
-from ..errors import check
+from ..training import SGDConfig
 from ._registry import register
 
 __all__ = ["RandomLabelConfig", "random_label", "wrong_labels"]
 
 
 @dataclass(frozen=True)
-class RandomLabelConfig:
+class RandomLabelConfig(SGDConfig):
     lr: float = field(default=0.01, metadata={"search": ("log", 1e-3, 1e-1)})
-    momentum: float = 0.0
     epochs: int = field(default=5, metadata={"search": ("int", 1, 10)})
-    batch_size: int = 64
-
-    def __post_init__(self):
-        check(self.lr > 0, "lr", self.lr, "a number > 0")
-        check(0 <= self.momentum < 1, "momentum", self.momentum, "a number in [0, 1)")
-        check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
-        check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
 
 
 def wrong_labels(y: torch.Tensor, num_classes: int, gen: torch.Generator) -> torch.Tensor:

@@ -31,16 +31,20 @@ from ..errors import check
 from ..omega import OMEGA_MAPS
 from ..sensitivity import forget_sensitivity, normalise_global_max
 from ..spectral import layer_alphas, spectral_layers
-from ._ascent import AscentConfig, scaled_ascent
+from ._ascent import AscentConfig, LeakageStop, scaled_ascent
 from ._registry import register
 
-__all__ = ["SRAGUConfig", "sragu", "layer_omegas", "param_layers"]
+__all__ = ["SRAGUConfig", "sragu", "layer_omegas", "param_layers", "RENORMS"]
+
+OmegaMap = Literal[tuple(OMEGA_MAPS.names())]  # every registered ω map, searched by Tune as a choice
+RENORMS = ("max", "mean", "none")
+Renorm = Literal[RENORMS]
 
 
 @dataclass(frozen=True)
 class SRAGUConfig(AscentConfig):
     # searched by Tune (components/tuning.py reads these ranges; ω_min and ω_max ranges never cross)
-    omega_map: Literal["gaussian", "trapezoid", "monotone", "linear_rank"] = field(
+    omega_map: OmegaMap = field(
         default="gaussian", metadata={"search": ("choice",)})
     alpha_star: float = field(default=4.0, metadata={"search": ("float", 2.0, 6.0)})
     tau: float = field(default=1.5, metadata={"search": ("float", 0.5, 3.0)})
@@ -49,11 +53,11 @@ class SRAGUConfig(AscentConfig):
     alpha_lo: float = 2.0
     alpha_hi: float = 6.0
     omega_missing: float = 1.0
-    renorm: Literal["max", "mean", "none"] = field(default="max", metadata={"search": ("choice",)})
+    renorm: Renorm = field(default="max", metadata={"search": ("choice",)})
     # the stop-rule thresholds are searched for SRAGU (AscentConfig fields, redeclared with a range)
     delta: float = field(default=1e-4, metadata={"search": ("log", 1e-6, 1e-2)})
     epsilon: float = field(default=0.2, metadata={"search": ("float", 0.05, 0.5)})
-    leakage_stop: Literal["forget_le_val", "divergence", "none"] = field(
+    leakage_stop: LeakageStop = field(
         default="forget_le_val", metadata={"search": ("choice",)})
     min_evals: int = 10
     alpha_every_epoch: bool = False
@@ -67,7 +71,7 @@ class SRAGUConfig(AscentConfig):
         check(self.omega_max > 0, "omega_max", self.omega_max, "a number > 0")
         check(self.alpha_lo < self.alpha_hi, "alpha_lo", self.alpha_lo, f"a number < alpha_hi={self.alpha_hi}")
         check(self.omega_missing >= 0, "omega_missing", self.omega_missing, "a number >= 0")
-        check(self.renorm in ("max", "mean", "none"), "renorm", self.renorm, "one of max, mean, none")
+        check(self.renorm in RENORMS, "renorm", self.renorm, f"one of {list(RENORMS)}")
         check(self.min_evals >= 2, "min_evals", self.min_evals, "an integer >= 2")
 
 

@@ -1,17 +1,18 @@
-"""Expands a resolved benchmark into content-keyed artifacts and cells (SPEC §7).
+"""Expands a resolved benchmark into content-keyed build specs and cells (docs/design.md §7).
 
 Every artifact is named by a hash of its *resolved inputs* and the *code version*, so a rerun finds
 what already exists and changing one method's config changes only that method's cell keys:
 
     data     = H(dataset, data config)
     original = H(code, data, model config, training recipe, seed)
-    forget   = H(code, data, forget config, seed [, original when the regime is adversarial])
+    forget   = H(code, data, forget config, seed [, original when the regime scores with θ0])
     gold     = H(code, original, forget, gold recipe)            # retrain on D_r
     cell     = H(code, original, forget, gold, method, method config)
 
-The code version is a hash of the source of ``sragu_core`` and the compute steps (``components/
-datasets.py``, ``components/steps.py``, ``components/tasks.py``) — not of git metadata, which a
-``ray job submit`` upload does not carry.  Editing reporting or tracking code keeps the cache.
+The code version is a hash of the source of ``sragu_core`` and of the compute steps (``components/io/
+datasets.py``, ``components/execution/compute.py``, ``components/execution/tasks.py``,
+``components/execution/artifacts.py``) — not of git metadata, which a ``ray job submit`` upload does not
+carry.  Editing reporting or tracking code keeps the cache.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ from typing import Any
 from sragu_core.config import to_dict
 from sragu_core.forget import ForgetConfig
 
-from .presets import Resolved
+from ..config import Resolved
 
-__all__ = ["content_hash", "code_hash", "git_revision", "Artifact", "Cell", "plan_cells"]
+__all__ = ["content_hash", "code_hash", "git_revision", "OriginalSpec", "ForgetSpec", "GoldSpec", "Cell",
+           "plan_cells"]
 
-ROOT = Path(__file__).resolve().parents[1]
-_CODE = ("sragu_core", "components/datasets.py", "components/steps.py", "components/tasks.py")
+ROOT = Path(__file__).resolve().parents[2]
+_CODE = ("sragu_core", "components/io/datasets.py", "components/execution/compute.py",
+         "components/execution/tasks.py", "components/execution/artifacts.py")
 
 
 def content_hash(obj: Any, n: int = 16) -> str:
@@ -67,36 +70,78 @@ def git_revision() -> str:
 
 
 @dataclass(frozen=True)
-class Artifact:
-    kind: str  # original | forget | gold
+class OriginalSpec:
+    """θ0 to train: ``model`` on ``dataset`` with the recipe in ``inputs``, initialised and shuffled by ``seed``."""
+
     key: str
     inputs: dict
+    dataset: str
+    model: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class ForgetSpec:
+    """A forget set to select; ``original`` is set when the regime scores points with θ0."""
+
+    key: str
+    inputs: dict
+    config: ForgetConfig
+    seed: int
+    original: OriginalSpec | None
+
+
+@dataclass(frozen=True)
+class GoldSpec:
+    """The gold to retrain on D_r of ``forget`` with the original's recipe ``config``."""
+
+    key: str
+    inputs: dict
+    original: OriginalSpec
+    forget: ForgetSpec
+    config: Any
 
 
 @dataclass(frozen=True)
 class Cell:
+    """One method run on one (original, forget set), scored against its gold."""
+
     key: str
-    dataset: str
-    model: str
-    seed: int
-    forget: ForgetConfig
     method: str
     method_cfg: Any
-    original: Artifact
-    forget_set: Artifact
-    gold: Artifact
+    gold: GoldSpec
+
+    @property
+    def original(self) -> OriginalSpec:
+        return self.gold.original
+
+    @property
+    def forget_set(self) -> ForgetSpec:
+        return self.gold.forget
+
+    @property
+    def forget(self) -> ForgetConfig:
+        return self.gold.forget.config
+
+    @property
+    def dataset(self) -> str:
+        return self.original.dataset
+
+    @property
+    def model(self) -> str:
+        return self.original.model
+
+    @property
+    def seed(self) -> int:
+        return self.original.seed
 
     def coords(self) -> dict:
         return {"dataset": self.dataset, "model": self.model, "seed": self.seed, "regime": self.forget.label(),
                 "regime_family": self.forget.regime, "method": self.method, "cell_key": self.key}
 
 
-def plan_cells(resolved: Resolved, method_config) -> list[Cell]:
-    """Every (dataset, model, seed, regime, method) cell of the grid, with its artifacts' keys.
-
-    ``method_config(resolved, method, model)`` gives the frozen config a cell runs with (gold
-    retraining takes the original's recipe for its model).
-    """
+def plan_cells(resolved: Resolved) -> list[Cell]:
+    """Every (dataset, model, seed, regime, method) cell of the grid, with the specs of what it depends on."""
     bench, code = resolved.bench, code_hash()
     cells = []
     for ds in bench.datasets:
@@ -104,21 +149,21 @@ def plan_cells(resolved: Resolved, method_config) -> list[Cell]:
         for model in bench.models:
             model_cfg = to_dict(dataclasses.replace(bench.model, name=model))
             recipe = to_dict(bench.train_for(model))
+            g_cfg = resolved.gold_config(model)
             for seed in bench.seeds:
                 o_in = {"code": code, "data": data, "model": model_cfg, "train": recipe, "seed": seed}
-                original = Artifact("original", content_hash(o_in), o_in)
-                for fcfg in bench.forget_configs():
+                original = OriginalSpec(content_hash(o_in), o_in, ds, model, seed)
+                for fcfg in resolved.forget:
                     f_in = {"code": code, "data": data, "forget": to_dict(fcfg), "seed": seed}
-                    if fcfg.regime not in ("random", "class"):
+                    scored = fcfg.spec.needs_model
+                    if scored:
                         f_in["original"] = original.key
-                    forget = Artifact("forget", content_hash(f_in), f_in)
-                    g_cfg = to_dict(method_config(resolved, "retrain", model))
-                    g_in = {"code": code, "original": original.key, "forget": forget.key, "retrain": g_cfg}
-                    gold = Artifact("gold", content_hash(g_in), g_in)
+                    forget = ForgetSpec(content_hash(f_in), f_in, fcfg, seed, original if scored else None)
+                    g_in = {"code": code, "original": original.key, "forget": forget.key, "retrain": to_dict(g_cfg)}
+                    gold = GoldSpec(content_hash(g_in), g_in, original, forget, g_cfg)
                     for method in bench.methods:
-                        cfg = method_config(resolved, method, model)
+                        cfg = resolved.config_for(method, model)
                         c_in = {"code": code, "original": original.key, "forget": forget.key, "gold": gold.key,
                                 "method": method, "config": to_dict(cfg)}
-                        cells.append(Cell(content_hash(c_in), ds, model, seed, fcfg, method, cfg, original,
-                                          forget, gold))
+                        cells.append(Cell(content_hash(c_in), method, cfg, gold))
     return cells

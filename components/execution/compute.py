@@ -1,8 +1,7 @@
-"""The benchmark's steps with explicit inputs and outputs, callable without Ray (tests call them directly).
+"""The benchmark's compute steps with explicit inputs and outputs, callable without Ray (tests call them directly).
 
 load data → train the original θ0 → select the forget set → retrain the gold → run a method → evaluate.
-The pipeline chains these (in one process, or as Ray tasks); each returns plain values (tensors, models,
-dicts) so it can cross process boundaries.
+``tasks`` chains these with the store's cache; ``grid`` runs the tasks on Ray.
 """
 
 from __future__ import annotations
@@ -20,20 +19,17 @@ from torch import nn
 
 from sragu_core.data import DatasetSplits, UnlearnData
 from sragu_core.errors import check
-from sragu_core.evaluate import CellSplits, Predictions, evaluate_cell, gold_reference, predictions
+from sragu_core.evaluate import CellSplits, GoldReference, OriginalFacts, evaluate_cell, original_facts
 from sragu_core.forget import ForgetConfig, ForgetSet, retain_indices, select_forget
 from sragu_core.methods import run_method
-from sragu_core.metrics import accuracy, predict
 from sragu_core.models import build_model
-from sragu_core.spectral import layer_alphas
 from sragu_core.training import train
 
-from .datasets import load_dataset
-from .presets import BenchmarkConfig, Resolved
+from ..config import BenchmarkConfig
+from ..io.datasets import load_dataset
 
-__all__ = ["pick_device", "load_splits", "train_original", "gold_predictions", "make_forget", "cell_inputs",
-           "method_config",
-           "run_unlearning", "score_cell", "CellInputs", "peak_mem_mb"]
+__all__ = ["pick_device", "load_splits", "build", "train_original", "make_forget", "CellInputs", "cell_inputs",
+           "run_unlearning", "score", "peak_mem_mb"]
 
 
 def pick_device(spec: str) -> torch.device:
@@ -54,25 +50,23 @@ def load_splits(name: str, bench: BenchmarkConfig) -> DatasetSplits:
     return ds
 
 
+def build(bench: BenchmarkConfig, model_name: str, ds: DatasetSplits, state: dict | None = None,
+          *, seed: int = 0) -> nn.Module:
+    """A ``model_name`` network for dataset ``ds``: freshly initialised for ``seed``, or loaded from ``state``."""
+    model = build_model(dataclasses.replace(bench.model, name=model_name), ds.input_shape, ds.num_classes, seed=seed)
+    if state is not None:
+        model.load_state_dict(state)
+    return model
+
+
 def train_original(ds: DatasetSplits, model_name: str, bench: BenchmarkConfig, *, seed: int,
-                   device: torch.device) -> tuple[nn.Module, dict]:
-    """θ0 for (dataset, model, seed) with the AGU recipe; returns the model and a summary that every cell
-    of this original shares: training time and loss, test accuracy, and the per-layer α table."""
-    model = build_model(dataclasses.replace(bench.model, name=model_name), ds.input_shape, ds.num_classes,
-                        seed=seed).to(device)
+                   device: torch.device) -> tuple[nn.Module, OriginalFacts, dict]:
+    """θ0 for (dataset, model, seed) with the original's recipe; returns the model, the facts every cell of it
+    shares (α table, test accuracy) and its training summary (time, last loss)."""
+    model = build(bench, model_name, ds, seed=seed).to(device)
     trace = train(model, ds.train.to(device), bench.train_for(model_name), seed=seed)
-    test_acc = accuracy(predict(model, ds.test, device=device)[0], ds.test.y)
-    alpha = {r.name: r.alpha for r in layer_alphas(model)}
-    return model.cpu(), {"train_time_s": trace.wall_time_s, "train_loss": trace.epochs[-1]["train_loss"],
-                         "test_acc": test_acc, "alpha": alpha}
-
-
-def gold_predictions(gold: nn.Module, inputs: CellInputs, *, device: torch.device, seed: int) -> dict:
-    """The gold's softmax outputs and losses on every split and its own accuracy/leakage values, stored
-    with it and reused by every method of the forget set."""
-    p = predictions(gold.to(device), inputs.splits, device=device)
-    gold.cpu()
-    return {"probs": p.probs, "losses": p.losses, "ref": gold_reference(p, inputs.splits, seed=seed)}
+    facts = original_facts(model, ds.test, device=device)
+    return model.cpu(), facts, {"train_time_s": trace.wall_time_s, "train_loss": trace.epochs[-1]["train_loss"]}
 
 
 def make_forget(ds: DatasetSplits, cfg: ForgetConfig, *, seed: int, original: nn.Module | None,
@@ -91,19 +85,11 @@ class CellInputs:
     splits: CellSplits  # what evaluation sees (adds D_test)
 
 
-def cell_inputs(ds: DatasetSplits, forget: ForgetSet) -> CellInputs:
+def cell_inputs(ds: DatasetSplits, forget: ForgetSet, cfg: ForgetConfig) -> CellInputs:
     f = ds.train.subset(forget.indices)
     r = ds.train.subset(retain_indices(len(ds.train), forget.indices))
-    return CellInputs(UnlearnData(f, r, ds.val, ds.num_classes), CellSplits(f, r, ds.test, ds.val))
-
-
-def method_config(resolved: Resolved, method: str, model_name: str) -> Any:
-    """The method's frozen config; gold retraining takes the original's recipe for ``model_name``."""
-    cfg = resolved.methods[method]
-    if method in ("retrain", "retrain_indep"):
-        recipe = dataclasses.asdict(resolved.bench.train_for(model_name))
-        cfg = dataclasses.replace(cfg, **recipe)
-    return cfg
+    return CellInputs(UnlearnData(f, r, ds.val, ds.num_classes),
+                      CellSplits(f, r, ds.test, ds.val, class_deletion=cfg.spec.by_class))
 
 
 def peak_mem_mb(device: torch.device) -> float:
@@ -140,19 +126,14 @@ def run_unlearning(method: str, cfg: Any, original: nn.Module, inputs: CellInput
     return result.model.cpu(), summary
 
 
-def score_cell(unlearned: nn.Module, gold: nn.Module, original: nn.Module, inputs: CellInputs, *,
-               seed: int, device: torch.device, num_classes: int, gold_time_s: float,
-               method_time_s: float, gold_pred: Predictions | None = None, original_alpha: dict | None = None,
-               original_test_acc: float | None = None, gold_ref: dict | None = None) -> dict:
-    """All SPEC §6 metrics of one cell, plus RTE = t_gold / t_method."""
+def score(unlearned: nn.Module, original: nn.Module, facts: OriginalFacts, gold: GoldReference, inputs: CellInputs,
+          *, seed: int, device: torch.device, gold_time_s: float, method_time_s: float) -> dict:
+    """Every registered metric of one cell, plus RTE = t_gold / t_method and the evaluation's own time."""
     t0 = time.perf_counter()
-    alpha0 = original_alpha if original_alpha is not None else {r.name: r.alpha for r in layer_alphas(original)}
-    row = evaluate_cell(unlearned.to(device), gold.to(device), original.to(device), inputs.splits,
-                        device=device, seed=seed, num_classes=num_classes, original_alpha=alpha0,
-                        gold_pred=gold_pred, original_test_acc=original_test_acc, gold_ref=gold_ref)
-    for m in (unlearned, gold, original):
+    row = evaluate_cell(unlearned.to(device), original.to(device), facts, gold, inputs.splits, device=device,
+                        seed=seed)
+    for m in (unlearned, original):
         m.cpu()
     row["rte"] = gold_time_s / method_time_s if method_time_s > 0 else float("inf")
     row["eval_time_s"] = time.perf_counter() - t0
     return row
-

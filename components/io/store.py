@@ -13,7 +13,7 @@ Why two S3 clients: ``pyarrow.fs`` reads and writes the files and Parquet (the s
 files, zero-copy into Arrow), while object-level calls that pyarrow either lacks or does awkwardly go to
 boto3: the reachability check (``head_bucket`` with short timeouts, so a wrong endpoint is one line
 before any work, not minutes of retries), listing, and deletes (pyarrow's ``delete_file`` re-creates an
-empty "directory marker" object for the parent). pyarrow ignores ``AWS_ENDPOINT_URL*`` (SPEC §9), so the
+empty "directory marker" object for the parent). pyarrow ignores ``AWS_ENDPOINT_URL*`` (docs/design.md §9), so the
 endpoint is read here and passed as ``endpoint_override``; region and credentials follow the AWS chain.
 
 Every write is atomic: local writes go to a hidden ``.<name>.<random>.partial`` file in the destination

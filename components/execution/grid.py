@@ -1,4 +1,4 @@
-"""Fans the benchmark grid out on Ray: a DAG of tasks chained through object refs (SPEC §7).
+"""Fans the benchmark grid out on Ray: a DAG of tasks chained through object refs (docs/design.md §7).
 
 Per (dataset): one ``ray.put`` of the data.  Per (dataset, model, seed): one original.  Per forget set:
 one selection task (adversarial regimes consume the original's ref) and one gold retrain.  Per cell:
@@ -21,10 +21,9 @@ import ray
 
 from sragu_core.errors import ConfigError
 
+from ..config import Resolved, TaskResources
+from ..io.store import Store
 from .plan import Cell
-from .presets import Resolved, TaskResources
-from .steps import method_config
-from .store import Store
 from .tasks import cell_task, forget_task, gold_task, original_task
 
 __all__ = ["Progress", "Upstream", "init_ray", "run_grid"]
@@ -124,7 +123,7 @@ class Upstream:
         self._original = ray.remote(original_task).options(**opts)
         self._forget = ray.remote(forget_task).options(**opts)
         self._gold = ray.remote(gold_task).options(**opts)
-        self.resolved, self.store = resolved, store
+        self.store = store
         self.bench = ray.put(resolved.bench)
         self.datasets = {n: ray.put(ds) for n, ds in datasets.items() if any(c.dataset == n for c in cells)}
         self._refs: dict[str, ray.ObjectRef] = {}
@@ -134,16 +133,14 @@ class Upstream:
         ds, refs = self.datasets[c.dataset], self._refs
         o = refs.get(c.original.key)
         if o is None:
-            o = refs[c.original.key] = self._original.remote(self.store, c.original, ds, self.bench, c.model, c.seed)
+            o = refs[c.original.key] = self._original.remote(self.store, c.original, ds, self.bench)
         f = refs.get(c.forget_set.key)
         if f is None:
-            needs_model = "original" in c.forget_set.inputs  # adversarial regimes score with θ0
-            f = self._forget.remote(self.store, c.forget_set, ds, self.bench, c, o if needs_model else None)
-            refs[c.forget_set.key] = f
+            scored_by = o if c.forget_set.original is not None else None  # regimes that score with θ0
+            f = refs[c.forget_set.key] = self._forget.remote(self.store, c.forget_set, ds, self.bench, scored_by)
         g = refs.get(c.gold.key)
         if g is None:
-            g_cfg = method_config(self.resolved, "retrain", c.model)
-            g = refs[c.gold.key] = self._gold.remote(self.store, c.gold, ds, self.bench, c, o, f, g_cfg)
+            g = refs[c.gold.key] = self._gold.remote(self.store, c.gold, ds, self.bench, o, f)
         return ds, o, f, g
 
 

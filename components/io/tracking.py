@@ -1,4 +1,4 @@
-"""MLflow tracking for the benchmark (SPEC §8), called from the driver process only.
+"""MLflow tracking for the benchmark (docs/design.md §8), called from the driver process only.
 
 Layout: one experiment per benchmark, named after it (``sragu-smoke``); one *parent* run per invocation
 holding the resolved config (params + ``config.json``), the consolidated Parquet table, the report and
@@ -48,7 +48,7 @@ from sragu_core.errors import ConfigError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Tracker", "alpha_omega_figure", "default_tracking_uri", "flatten", "resolve_tracking_uri"]
+__all__ = ["Tracker", "ParentRun", "alpha_omega_figure", "default_tracking_uri", "flatten", "resolve_tracking_uri"]
 
 _MAX_PARAM_VAL, _MAX_TAG_VAL, _PARAMS_PER_BATCH, _METRICS_PER_BATCH = 6000, 8000, 100, 1000
 _STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -78,6 +78,16 @@ def flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
                 raise ValueError(f"flattened key {sk!r} occurs twice; rename one of them")
             out[sk] = sv
     return out
+
+
+@dataclasses.dataclass
+class ParentRun:
+    """An open parent run: what the body of :meth:`Tracker.parent_run` wants logged when it closes."""
+
+    run_id: str
+    artifacts: dict[str, Path] = dataclasses.field(default_factory=dict)
+    metrics: dict = dataclasses.field(default_factory=dict)
+    status: str = "FINISHED"
 
 
 class Tracker:
@@ -168,6 +178,24 @@ class Tracker:
             for dest, path in (artifacts or {}).items():
                 self._log_file(parent_id, Path(path), PurePosixPath(dest))
         self.client.set_terminated(parent_id, status=status)
+
+    @contextmanager
+    def parent_run(self, run_name: str, config: dict, tags: dict) -> Iterator[ParentRun]:
+        """Open a parent run (benchmark invocation or sweep) and always close it: on a clean exit with the
+        artifacts, metrics and status the body set on the yielded :class:`ParentRun`; on an exception as
+        FAILED (KILLED for Ctrl-C) with the reason in its ``error`` tag, so no parent stays RUNNING."""
+        parent = ParentRun(self.start_parent(run_name, config, tags))
+        try:
+            yield parent
+        except BaseException as e:
+            try:
+                self.client.set_tag(parent.run_id, "error", _clip(f"{type(e).__name__}: {e}", _MAX_TAG_VAL))
+                status = getattr(e, "run_status", "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+                self.client.set_terminated(parent.run_id, status=status)
+            except Exception:  # noqa: BLE001, S110 — the original error is the one to report
+                pass
+            raise
+        self.finish_parent(parent.run_id, artifacts=parent.artifacts, metrics=parent.metrics, status=parent.status)
 
     # ------------------------------------------------------------------ cells
     def find_cell(self, cell_key: str) -> str | None:

@@ -1,0 +1,33 @@
+"""The entry points' shared preamble: environment defaults set before torch loads, bad input as one line.
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repository root (each entry point)
+    from components.cli import run_cli                              # sets the defaults below on import
+    ...
+    def main(argv=None) -> int:
+        args = parse_args(argv)
+        return run_cli(lambda: _run(args))
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+# one BLAS/torch thread per process: on 2 cores oversubscription is ~100x slower (docs/design.md §9)
+DEFAULT_ENV = {"OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+for _k, _v in DEFAULT_ENV.items():
+    os.environ.setdefault(_k, _v)
+
+__all__ = ["DEFAULT_ENV", "run_cli"]
+
+
+def run_cli(body: Callable[[], int], also: tuple[type[BaseException], ...] = ()) -> int:
+    """``body()``'s exit code; a ConfigError (or one of ``also``) is one ``error:`` line on stderr and exit 2."""
+    from sragu_core.errors import ConfigError
+
+    try:
+        return body()
+    except (ConfigError, *also) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,200 @@
+"""Benchmark configuration: typed, frozen, validated before any work starts (docs/design.md §7, §10).
+
+A benchmark is the grid datasets × models × seeds × forget regimes × methods.
+:func:`resolve` turns a preset name plus ``--set key=value`` overrides into a validated
+:class:`Resolved` config *before any work starts*.  Keys name existing fields: ``seeds=[0,1]``,
+``train.lr=0.05``, ``data.max_train=500``, and per-method keys headed by the method's registry name,
+``sragu.tau=2.0`` or ``agu.eta=0.02``.
+
+Regimes are written as short strings, each regime's own syntax (``sragu_core.forget.REGIMES``):
+``random:0.1`` (fraction), ``class:3`` (or ``class:3-5``), ``high_loss:0.1``, ``class_concentrated:3:0.5``
+(class, then the fraction of its nearest class).  They are parsed once, by :func:`resolve`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from sragu_core.config import override, to_dict
+from sragu_core.errors import ConfigError, check
+from sragu_core.forget import ForgetConfig, parse_regime
+from sragu_core.methods import METHODS
+from sragu_core.models import MODELS, ModelConfig
+from sragu_core.training import TrainConfig
+
+from .io.datasets import DATASETS
+
+__all__ = ["BenchmarkConfig", "DataConfig", "EpochsConfig", "RayConfig", "TaskResources", "Resolved",
+           "resolve_config", "parse_overrides"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    val_fraction: float = 0.1
+    test_fraction: float | None = None
+    split_seed: int = 0  # fixed across model seeds, so every seed is scored on the same test set
+    max_train: int | None = None  # keep only the first N (shuffled) training points; smoke runs
+    data_dir: str | None = None
+    download: bool = False
+
+    def __post_init__(self):
+        check(self.max_train is None or self.max_train >= 20, "data.max_train", self.max_train,
+              "null or an integer >= 20")
+
+
+@dataclass(frozen=True)
+class EpochsConfig:
+    """Training epochs of the original (and gold) model per architecture; AGU's recipe: 5 MLP, 10 CNN."""
+
+    mlp: int = 5
+    cnn_small: int = 10
+    resnet18: int = 30
+
+
+@dataclass(frozen=True)
+class TaskResources:
+    """Ray resources of one task (``memory_mb`` 0 = no reservation)."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    memory_mb: int = 0
+
+    def __post_init__(self):
+        check(self.num_cpus > 0, "num_cpus", self.num_cpus, "a number > 0")
+        check(self.num_gpus >= 0, "num_gpus", self.num_gpus, "a number >= 0")
+        check(self.memory_mb >= 0, "memory_mb", self.memory_mb, "an integer >= 0 (MiB)")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """Where and how the grid runs.  ``address`` null: join RAY_ADDRESS if set (``ray job submit`` sets it),
+    else start a local instance with ``num_cpus`` CPUs (null = all)."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+    train: TaskResources = field(default_factory=TaskResources)  # originals, forget sets, golds
+    cell: TaskResources = field(default_factory=TaskResources)  # one method + its evaluation
+    max_in_flight: int = 64
+    max_retries: int = 1
+
+    def __post_init__(self):
+        check(self.num_cpus is None or self.num_cpus >= 1, "ray.num_cpus", self.num_cpus, "null or >= 1")
+        check(self.max_in_flight >= 1, "ray.max_in_flight", self.max_in_flight, "an integer >= 1")
+        check(self.max_retries >= 0, "ray.max_retries", self.max_retries, "an integer >= 0")
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    name: str = "custom"
+    datasets: tuple[str, ...] = ("mnist_5k",)
+    models: tuple[str, ...] = ("mlp",)
+    seeds: tuple[int, ...] = (0,)
+    regimes: tuple[str, ...] = ("random:0.1",)
+    methods: tuple[str, ...] = ("retrain_indep", "agu", "sragu", "grad_ascent", "finetune", "neggrad_plus",
+                                "random_label")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # the original's recipe; its epochs come from `epochs`
+    epochs: EpochsConfig = field(default_factory=EpochsConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    device: str = "auto"
+
+    def __post_init__(self):
+        for d in self.datasets:
+            check(d in DATASETS, "datasets", d, f"one of {list(DATASETS)}")
+        epochs = [f.name for f in dataclasses.fields(EpochsConfig)]
+        for m in self.models:
+            check(m in MODELS, "models", m, f"one of {MODELS.names()}")
+            check(m in epochs, "models", m, f"a model with an epochs.<model> entry: one of {epochs}")
+        for m in self.methods:
+            check(m in METHODS, "methods", m, f"one of {METHODS.names()}")
+        check(len(self.methods) == len(set(self.methods)), "methods", self.methods, "distinct names")
+        check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "seeds", self.seeds,
+              "one or more distinct integers")
+        check(len(self.datasets) >= 1 and len(self.models) >= 1 and len(self.regimes) >= 1, "grid",
+              (self.datasets, self.models, self.regimes), "at least one dataset, model and regime")
+        check(len(set(self.regimes)) == len(self.regimes), "regimes", self.regimes, "distinct regimes")
+        for r in self.regimes:
+            parse_regime(r)
+        check(self.device == "auto" or self.device.startswith(("cpu", "cuda")), "device", self.device,
+              "auto, cpu or cuda[:N]")
+
+    def train_for(self, model: str) -> TrainConfig:
+        """The original's (and the gold's) training recipe for ``model``: ``train`` with ``epochs.<model>``."""
+        return dataclasses.replace(self.train, epochs=getattr(self.epochs, model))
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A validated benchmark: the grid, its regimes parsed once, and one frozen config per registered method."""
+
+    bench: BenchmarkConfig
+    methods: dict[str, Any]
+    forget: tuple[ForgetConfig, ...] = ()
+
+    def __post_init__(self):
+        if not self.forget:  # parsed here, once: everything downstream uses the ForgetConfigs
+            object.__setattr__(self, "forget", tuple(parse_regime(r) for r in self.bench.regimes))
+
+    def config_for(self, method: str, model: str) -> Any:
+        """The config a ``method`` cell on ``model`` runs with: a gold retrain takes the original's recipe."""
+        cfg = self.methods[method]
+        if METHODS[method].retrains:
+            cfg = dataclasses.replace(cfg, **dataclasses.asdict(self.bench.train_for(model)))
+        return cfg
+
+    def gold_config(self, model: str) -> Any:
+        return self.config_for(GOLD, model)
+
+    def with_bench(self, bench: BenchmarkConfig) -> Resolved:
+        return Resolved(bench, self.methods)
+
+    def as_dict(self) -> dict:
+        """The resolved grid and the *effective* config of every method it runs, per model (the gold included)."""
+        run = dict.fromkeys([GOLD, *self.bench.methods])
+        return {**to_dict(self.bench), "effective_configs": {
+            model: {m: to_dict(self.config_for(m, model)) for m in run} for model in self.bench.models}}
+
+
+GOLD = "retrain"  # the registered method every cell is scored against
+
+
+def parse_overrides(items: list[str], flag: str = "--set") -> dict[str, str]:
+    """``["a.b=1", "c=[x,y]"]`` → ``{"a.b": "1", "c": "[x,y]"}``; a malformed item is a ConfigError."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(flag, item, "KEY=VALUE, e.g. sragu.tau=2.0")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def resolve_config(bench: BenchmarkConfig, overrides: dict[str, str] | None = None) -> Resolved:
+    """A benchmark + dotted overrides → validated :class:`Resolved`; raises ConfigError on any bad key/value.
+
+    ``<method>.<field>`` keys go to that method's config; every other key to the benchmark.  Keys that would
+    be silently ignored are refused: ``train.epochs`` (``epochs.<model>`` decides) and a gold retrain's
+    recipe fields (it always uses the original's recipe, ``train.*``).
+    """
+    bench_updates, method_updates = {}, {}
+    recipe = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key, value in (overrides or {}).items():
+        head, _, rest = key.partition(".")
+        if head in METHODS:
+            if not rest:
+                raise ConfigError(key, value, f"{head}.<field>, e.g. {head}.batch_size=32")
+            if METHODS[head].retrains and rest in recipe:
+                raise ConfigError(key, value, "train.* instead: gold retraining always uses the original's recipe")
+            method_updates.setdefault(head, {})[rest] = value
+        elif key == "train.epochs":
+            epochs = [f"epochs.{f.name}" for f in dataclasses.fields(EpochsConfig)]
+            raise ConfigError(key, value, f"epochs.<model> instead, one of {epochs}: the epochs are per architecture")
+        else:
+            bench_updates[key] = value
+    bench = override(bench, bench_updates)
+    methods = {name: override(METHODS[name].config(), method_updates.get(name, {}), prefix=name)
+               for name in METHODS}
+    return Resolved(bench, methods)

@@ -1,0 +1,82 @@
+"""The typed artifacts that cross task boundaries: the original θ0, a forget set and its gold.
+
+Tasks hand these small frozen objects to each other (through Ray's object store).  They become plain
+tensors, numbers and dicts only at the store boundary (``to_store`` / ``from_store``), so the stored form
+loads with ``torch.load(weights_only=True)`` or ``json`` and never needs unpickling of our classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sragu_core.evaluate import GoldReference, OriginalFacts, Predictions
+from sragu_core.forget import ForgetSet
+
+__all__ = ["OriginalModel", "ForgetArtifact", "GoldModel"]
+
+
+@dataclass(frozen=True)
+class OriginalModel:
+    """θ0's weights and what every cell of it shares (α table, test accuracy, training cost)."""
+
+    key: str
+    state: dict[str, torch.Tensor]
+    facts: OriginalFacts
+    train_time_s: float
+    train_loss: float
+    inputs: dict
+
+    def to_store(self) -> dict:
+        return {"state": self.state, "meta": {
+            "key": self.key, "alpha": self.facts.alpha, "test_acc": self.facts.test_acc,
+            "train_time_s": self.train_time_s, "train_loss": self.train_loss, "inputs": self.inputs}}
+
+    @classmethod
+    def from_store(cls, d: dict) -> OriginalModel:
+        m = d["meta"]
+        return cls(m["key"], d["state"], OriginalFacts(dict(m["alpha"]), m["test_acc"]), m["train_time_s"],
+                   m["train_loss"], m["inputs"])
+
+
+@dataclass(frozen=True)
+class ForgetArtifact:
+    """A selected forget set under its content key."""
+
+    key: str
+    forget: ForgetSet
+
+    @property
+    def manifest(self) -> dict:
+        return self.forget.manifest
+
+    def to_store(self) -> dict:
+        return {"indices": self.forget.indices.tolist(), "manifest": {**self.forget.manifest, "key": self.key}}
+
+    @classmethod
+    def from_store(cls, d: dict) -> ForgetArtifact:
+        manifest = {k: v for k, v in d["manifest"].items() if k != "key"}
+        return cls(d["manifest"]["key"], ForgetSet(torch.tensor(d["indices"], dtype=torch.int64), manifest))
+
+
+@dataclass(frozen=True)
+class GoldModel:
+    """The gold (θ0's recipe retrained on D_r): its weights, its reference predictions and values, its cost."""
+
+    key: str
+    forget_key: str
+    state: dict[str, torch.Tensor]
+    reference: GoldReference
+    time_s: float
+
+    def to_store(self) -> dict:
+        r = self.reference
+        return {"state": self.state, "pred": {"probs": r.pred.probs, "losses": r.pred.losses, "values": r.values},
+                "meta": {"key": self.key, "forget_key": self.forget_key, "method_time_s": self.time_s}}
+
+    @classmethod
+    def from_store(cls, d: dict) -> GoldModel:
+        p, m = d["pred"], d["meta"]
+        ref = GoldReference(Predictions(dict(p["probs"]), dict(p["losses"])), dict(p["values"]))
+        return cls(m["key"], m["forget_key"], d["state"], ref, m["method_time_s"])

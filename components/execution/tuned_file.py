@@ -1,0 +1,46 @@
+"""The tuned-config file a sweep writes and ``pipelines/benchmark.py --tuned`` reads (format ``sragu-tuned/1``).
+
+It holds, per tuned method, the best configuration found on the tuning seed; the benchmark freezes those
+configurations and evaluates only the seeds other than the tuning seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from sragu_core.config import override
+from sragu_core.errors import ConfigError, check
+from sragu_core.methods import METHODS
+
+from ..config import Resolved
+
+__all__ = ["TUNED_FORMAT", "load_tuned", "apply_tuned"]
+
+TUNED_FORMAT = "sragu-tuned/1"
+
+
+def load_tuned(path: str | Path) -> dict:
+    """Read and validate a tuned-config file; one ConfigError line when it is not one."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError("--tuned", str(path), f"a readable tuned-config JSON file ({type(e).__name__})") from None
+    check(isinstance(doc, dict) and doc.get("format") == TUNED_FORMAT, "--tuned", str(path),
+          f"a file written by pipelines/tune.py (format {TUNED_FORMAT})")
+    check(isinstance(doc.get("tuned_seed"), int), "--tuned", str(path), "a file with an integer tuned_seed")
+    for m in doc.get("methods", {}):
+        check(m in METHODS, "--tuned", m, f"methods among {METHODS.names()}")
+    return doc
+
+
+def apply_tuned(resolved: Resolved, doc: dict) -> Resolved:
+    """Freeze the tuned configs into the method configs and keep only held-out seeds."""
+    methods = dict(resolved.methods)
+    for m, entry in doc["methods"].items():
+        methods[m] = override(methods[m], dict(entry["config"]), prefix=m)
+    held_out = tuple(s for s in resolved.bench.seeds if s != doc["tuned_seed"])
+    check(bool(held_out), "seeds", resolved.bench.seeds, f"seeds other than the tuning seed {doc['tuned_seed']}")
+    return Resolved(dataclasses.replace(resolved.bench, seeds=held_out), methods)

