@@ -1,7 +1,7 @@
 """A name → object registry that refuses duplicates and answers unknown names with the known ones.
 
 Used for methods, models, ω maps, forget regimes and metrics (docs/design.md §10): adding an entry is one
-decorated definition (plus one import line for a new module), never an ``if name == ...`` chain.
+decorated definition, never an ``if name == ...`` chain.
 """
 
 from __future__ import annotations
