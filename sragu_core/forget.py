@@ -18,7 +18,8 @@ histogram, content hash of the indices) that the pipeline stores next to them.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -144,47 +145,37 @@ def _grad_norms(model: nn.Module, train: Split, device, batch_size: int = 256) -
     return torch.cat(norms)
 
 
-def _scores(model: nn.Module, train: Split, score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-            device) -> torch.Tensor:
-    """``score(logits, y)`` per training point, θ0 in eval mode (its train/eval state is restored)."""
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """θ0 scores points in eval mode; its train/eval state is restored (selection never changes it)."""
     was = model.training
     model.eval()
     try:
-        return score(_logits(model, train.x, device), train.y.cpu())
+        yield
     finally:
         model.train(was)
 
 
-def per_sample_scores(model: nn.Module, train: Split, regime: str, *, device) -> torch.Tensor:
-    """The score a top-k regime ranks by (the *largest* scores are forgotten)."""
-    check(regime in _SCORES, "forget.regime", regime, f"one of {sorted(_SCORES)}")
-    return _SCORES[regime](model, train, device)
+def _loss(model: nn.Module, train: Split, device) -> torch.Tensor:
+    return F.cross_entropy(_logits(model, train.x, device), train.y.cpu(), reduction="none")
 
 
-def _grad_norm_scores(model: nn.Module, train: Split, device) -> torch.Tensor:
-    was = model.training
-    model.eval()
-    try:
-        return _grad_norms(model, train, device)
-    finally:
-        model.train(was)
-
-
-def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, y, reduction="none")
-
-
-def _neg_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _neg_margin(model: nn.Module, train: Split, device) -> torch.Tensor:
+    logits, y = _logits(model, train.x, device), train.y.cpu()
     true = logits.gather(1, y.unsqueeze(1)).squeeze(1)
     other = logits.scatter(1, y.unsqueeze(1), float("-inf")).max(1).values
     return -(true - other)
 
 
 _SCORES: dict[str, Callable[[nn.Module, Split, object], torch.Tensor]] = {
-    "top_sensitivity": _grad_norm_scores,
-    "high_loss": lambda model, train, device: _scores(model, train, _loss, device),
-    "low_margin": lambda model, train, device: _scores(model, train, _neg_margin, device),
-}
+    "top_sensitivity": _grad_norms, "high_loss": _loss, "low_margin": _neg_margin}
+
+
+def per_sample_scores(model: nn.Module, train: Split, regime: str, *, device) -> torch.Tensor:
+    """The score a top-k regime ranks by (the *largest* scores are forgotten)."""
+    check(regime in _SCORES, "forget.regime", regime, f"one of {sorted(_SCORES)}")
+    with _eval_mode(model):
+        return _SCORES[regime](model, train, device)
 
 
 def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -247,7 +238,8 @@ def _class_concentrated(cfg: ForgetConfig, train: Split, num_classes: int, *, se
     c = cfg.classes[0]
     y = train.y.cpu()
     check(bool((y == c).any()), "forget.classes", c, "a class with training points (none of this class here)")
-    probs = F.softmax(_scores(model, train, lambda logits, _: logits, device), 1)
+    with _eval_mode(model):
+        probs = F.softmax(_logits(model, train.x, device), 1)
     confusion = probs[y == c].mean(0)
     confusion[c] = -1.0
     neighbour = int(confusion.argmax())

@@ -45,7 +45,8 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path | Non
         time.sleep(0.2)
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group a test started (SIGKILL after 10 s); nothing else on the machine."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
@@ -66,7 +67,7 @@ def s3_server(tmp_path_factory):
         _wait_http(f"http://127.0.0.1:{port}", proc, 30, log)
         yield f"http://127.0.0.1:{port}"
     finally:
-        _stop(proc)
+        stop_process_group(proc)
 
 
 @pytest.fixture(scope="session")
@@ -86,4 +87,4 @@ def mlflow_server(tmp_path_factory):
         _wait_http(f"http://127.0.0.1:{port}/health", proc, 90, log)
         yield f"http://127.0.0.1:{port}", tmp / "art"
     finally:
-        _stop(proc)
+        stop_process_group(proc)

