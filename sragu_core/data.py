@@ -2,7 +2,7 @@
 
 Images are float32 tensors scaled to [0, 1] with shape (N, C, H, W); tabular inputs are (N, D).
 Labels are int64 class indices in [0, num_classes).  Loading from disk lives in
-``components.datasets``; this module only holds tensors, so ``sragu_core`` stays pure.
+``components.io.datasets``; this module only holds tensors, so ``sragu_core`` stays pure.
 """
 
 from __future__ import annotations

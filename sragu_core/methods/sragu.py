@@ -43,7 +43,7 @@ Renorm = Literal[RENORMS]
 
 @dataclass(frozen=True)
 class SRAGUConfig(AscentConfig):
-    # searched by Tune (components/tuning.py reads these ranges; ω_min and ω_max ranges never cross)
+    # searched by Tune (components/execution/search_space.py reads these ranges; ω_min and ω_max never cross)
     omega_map: OmegaMap = field(
         default="gaussian", metadata={"search": ("choice",)})
     alpha_star: float = field(default=4.0, metadata={"search": ("float", 2.0, 6.0)})
