@@ -168,8 +168,8 @@ def _job_cli_ready(ray: str, dash: int, env: dict, proc: subprocess.Popen, timeo
 
 def _stop_own_head(proc: subprocess.Popen, temp_dir: str) -> None:
     """Stop only the head this test started: its process group (``ray start --block`` ends the processes it
-    launched when signalled), then anything still running from its private temp dir.  Never ``ray stop``,
-    which would kill every Ray process on the machine."""
+    launched when signalled), then anything still running from its private temp dir.  Never Ray's own stop
+    command, which would kill every Ray process on the machine, other people's too."""
     import psutil
 
     stop_process_group(proc)
