@@ -119,7 +119,8 @@ METRICS: Registry[MetricSpec] = Registry("metric")
 def register_metric(name: str, direction: str, formula: str, *, kind: str = "cell", gold_distance: bool = False,
                     views: tuple[str, ...] = ()) -> Callable:
     """Decorator on ``compute(view) -> float | None`` (a ModelView for model metrics, else a CellView)."""
-    assert direction in DIRECTIONS and kind in KINDS and set(views) <= set(VIEWS), (name, direction, kind, views)
+    if direction not in DIRECTIONS or kind not in KINDS or not set(views) <= set(VIEWS):
+        raise ValueError(f"metric {name!r}: direction in {DIRECTIONS}, kind in {KINDS}, views within {VIEWS}")
 
     def wrap(fn: Callable[..., float | None] | None):
         METRICS.register(name, MetricSpec(name, direction, formula, kind, fn, gold_distance, frozenset(views)))
@@ -134,7 +135,8 @@ def register_recorded(name: str, direction: str, formula: str, views: tuple[str,
 
 def metrics_in(view: str) -> tuple[str, ...]:
     """The metrics shown in ``view``, in registration order (the order tables and plots use)."""
-    assert view in VIEWS, view
+    if view not in VIEWS:
+        raise ValueError(f"view {view!r}: one of {VIEWS}")
     return tuple(spec.name for spec in METRICS.values() if view in spec.views)
 
 
