@@ -20,7 +20,7 @@ from sragu_core.config import flatten, to_dict
 
 from ..config import Resolved
 from ..io.store import Store
-from ..io.tracking import alpha_omega_figure
+from ..io.tracking import alpha_omega_figure, redact
 from ..report import summary_table, write_report
 from .grid import Progress, init_ray, run_grid
 from .plan import Cell, code_hash, git_revision, plan_cells
@@ -60,7 +60,7 @@ def _run(p: Prepared, cells: list[Cell], todo: list[Cell], where: str | None,
     resolved, bench = p.resolved, p.resolved.bench
     code, rev = code_hash(), git_revision()
     header = {"config": resolved.as_dict(), "code_version": code, "git_revision": rev,
-              "packages": package_versions(), "store": p.store.uri, "tracking_uri": p.tracker.tracking_uri}
+              "packages": package_versions(), "store": p.store.uri, "tracking_uri": redact(p.tracker.tracking_uri)}
     print(json.dumps(header, indent=2), flush=True)
     run_dir = p.out / f"{bench.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=False)
@@ -118,7 +118,7 @@ def _run(p: Prepared, cells: list[Cell], todo: list[Cell], where: str | None,
     print(f"\n{len(rows)} cells ({len(ok)} ok, {len(failed_rows)} failed, {progress.cached} cached)\n"
           f"table:  {run_dir / 'results.parquet'}  (and {p.store.uri}/{table_key})\n"
           f"report: {report}\n"
-          f"mlflow: mlflow ui --backend-store-uri {p.tracker.tracking_uri}   (or: make mlflow-ui)")
+          f"mlflow: mlflow ui --backend-store-uri {redact(p.tracker.tracking_uri)}   (or: make mlflow-ui)")
     return (1 if failed_rows else 0), run_dir
 
 

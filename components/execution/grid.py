@@ -26,10 +26,17 @@ from ..io.store import Store
 from .plan import Cell
 from .tasks import cell_task, forget_task, gold_task, original_task
 
-__all__ = ["Progress", "Upstream", "init_ray", "run_grid"]
+__all__ = ["FORWARDED_ENV", "Progress", "Upstream", "init_ray", "run_grid"]
 
 TASK_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
             "RAY_USAGE_STATS_ENABLED": "0"}
+# What the job's runtime env may carry from the driver's environment: where the store is, never the keys to it.
+# A runtime env is shown in plaintext by Ray's logs, `ray list jobs --detail` and the dashboard.  Workers of a
+# local instance inherit the driver's environment (credentials included) from the processes Ray starts; the
+# nodes of a cluster use their own AWS credential chain (instance role, ~/.aws/credentials with AWS_PROFILE,
+# a Kubernetes Secret), see infra/README.md.
+FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
+                 "SRAGU_DATA_DIR")
 
 
 def _reachable(address: str) -> None:
@@ -50,8 +57,7 @@ def init_ray(resolved: Resolved) -> str:
     """Join the cluster (``ray.address``, else RAY_ADDRESS) or start a local instance.  Returns a label."""
     cfg = resolved.bench.ray
     env = dict(TASK_ENV)
-    # credentials and endpoints for the store travel to the workers with the job
-    env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_") or k == "SRAGU_DATA_DIR"})
+    env.update({k: os.environ[k] for k in FORWARDED_ENV if k in os.environ})
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
         # inside `ray job submit` the job already has a runtime env (working_dir, excludes); merge ours into

@@ -34,6 +34,7 @@ import shutil
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import cached_property
@@ -48,7 +49,8 @@ from sragu_core.errors import ConfigError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Tracker", "ParentRun", "alpha_omega_figure", "default_tracking_uri", "flatten", "resolve_tracking_uri"]
+__all__ = ["Tracker", "ParentRun", "alpha_omega_figure", "default_tracking_uri", "flatten", "redact",
+           "resolve_tracking_uri"]
 
 _MAX_PARAM_VAL, _MAX_TAG_VAL, _PARAMS_PER_BATCH, _METRICS_PER_BATCH = 6000, 8000, 100, 1000
 _STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -98,8 +100,11 @@ class Tracker:
     """
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None):
-        """``artifact_root`` applies to a SQLite backend only; a server keeps its own artifact store."""
-        self.tracking_uri, self.experiment = tracking_uri, experiment
+        """``artifact_root`` applies to a SQLite backend only; a server keeps its own artifact store.
+
+        A ``user:password@`` in a server URI moves to MLflow's basic-auth variables (``MLFLOW_TRACKING_USERNAME``
+        / ``_PASSWORD``, unless already set), so the URI that is logged, printed and shown in links is clean."""
+        self.tracking_uri, self.experiment = _credentials_to_env(tracking_uri), experiment
         self._sqlite = _sqlite_path(tracking_uri)
         # A server chooses its own artifact store (mlflow-artifacts:/ proxy); a SQLite backend would
         # otherwise put artifacts in ./mlruns of whatever directory the driver was started from.
@@ -133,7 +138,7 @@ class Tracker:
                 self.client.search_experiments(max_results=1)
                 exp = self.client.get_experiment_by_name(self.experiment)
         except Exception as e:  # noqa: BLE001 — any failure here means "this store is unusable"
-            raise ConfigError(_ENV, _redact(self.tracking_uri), f"{what} ({_short_reason(e)})") from None
+            raise ConfigError(_ENV, redact(self.tracking_uri), f"{what} ({_short_reason(e)})") from None
         if exp is not None and exp.lifecycle_stage == "deleted":
             raise ConfigError("experiment", self.experiment,
                               f"an active experiment (it was deleted: `mlflow experiments restore -x "
@@ -340,7 +345,17 @@ def _fail_fast() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _redact(uri: str) -> str:
+def _credentials_to_env(uri: str) -> str:
+    parts = urllib.parse.urlsplit(uri)
+    if not parts.scheme.startswith("http") or parts.password is None:
+        return uri
+    os.environ.setdefault("MLFLOW_TRACKING_USERNAME", urllib.parse.unquote(parts.username or ""))
+    os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", urllib.parse.unquote(parts.password))
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=host))
+
+
+def redact(uri: str) -> str:
     """``http://user:secret@host`` → ``http://user:***@host``: error messages end up in logs."""
     return re.sub(r"//([^:/@]+):[^@/]+@", r"//\1:***@", uri)
 
