@@ -5,10 +5,10 @@
     python pipelines/benchmark.py --preset default --tuned runs/tuned-default.json   # held-out seeds only
 
 Every method gets the same number of trials (Optuna TPE, first trial = its default config, ASHA early
-stopping) on the tuning seed's cached originals, forget sets and golds.  Rerunning the same command
-resumes an interrupted sweep (``--fresh`` starts over).  Writes ``<out>/tuned-<preset>.json``; MLflow
-gets a parent run per sweep and a child per trial.  Bad settings or search spaces are one ``error:``
-line and exit code 2 before Ray starts.
+stopping) on the tuning seed's cached originals, forget sets and golds.  ``--resume`` continues an
+interrupted sweep once its state files match the digests recorded when it stopped; ``--fresh`` starts
+over.  Writes ``<out>/tuned-<preset>.json``; MLflow gets a parent run per sweep and a child per trial.
+Bad settings or search spaces are one ``error:`` line and exit code 2 before Ray starts.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from components.config import parse_overrides  # noqa: E402
 from components.execution.preflight import preflight  # noqa: E402
 from components.execution.search_space import parse_space_override, search_space  # noqa: E402
 from components.execution.tune_run import SweepInterrupted, TuneSettings, run_sweeps  # noqa: E402
+from components.execution.tune_state import resumable  # noqa: E402
 from components.presets import PRESETS, resolve  # noqa: E402
 from sragu_core.config import override  # noqa: E402
 
@@ -42,7 +43,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", default="runs", help="local folder for the tuned file and the default MLflow db")
     ap.add_argument("--store", default=None, help="artifact store (default: <out>/store); Tune results go to "
                                                   "<store>/tune")
-    ap.add_argument("--fresh", action="store_true", help="start the sweeps over instead of resuming them")
+    ap.add_argument("--resume", action="store_true", help="continue interrupted sweeps, after checking their state "
+                    "files against the digests recorded in <out>/tune-state when they stopped")
+    ap.add_argument("--fresh", action="store_true", help="start the sweeps over, ignoring earlier state")
     return ap.parse_args(argv)
 
 
@@ -59,10 +62,13 @@ def _run(args: argparse.Namespace) -> int:
     prepared = preflight(resolved, store_uri=args.store or str(out / "store"), out=out,
                          experiment=f"sragu-tune-{resolved.bench.name}")
     path = out / f"tuned-{resolved.bench.name}.json"
+    name = f"tune-{resolved.bench.name}-s{settings.tuning_seed}"
+    state_dir = out / "tune-state"
+    restore = resumable(prepared.store, [f"{name}-{m}" for m in settings.methods], state_dir, resume=args.resume,
+                        fresh=args.fresh)  # before Ray starts, and before anything is unpickled
     try:
-        run_sweeps(resolved, settings, prepared.store, prepared.datasets, prepared.tracker,
-                   name=f"tune-{resolved.bench.name}-s{settings.tuning_seed}", space_overrides=spaces, out=path,
-                   fresh=args.fresh)
+        run_sweeps(resolved, settings, prepared.store, prepared.datasets, prepared.tracker, name=name,
+                   space_overrides=spaces, out=path, state_dir=state_dir, restore=restore)
     except SweepInterrupted as e:
         print(f"interrupted: {e}", flush=True)
         return 130

@@ -1,6 +1,7 @@
 """Ray Tune sweeps: spaces from the typed configs, bad spaces refused, a real smoke sweep, resume, --tuned."""
 
 import os
+import pickle
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -200,6 +201,31 @@ def test_smoke_sweep_then_benchmark_on_held_out_seeds(tmp_path):
     assert "tuned on seed 1000" in (run / "report" / "report.md").read_text()
 
 
+def _evil_pickle(marker) -> bytes:
+    """A pickle that creates ``marker`` when loaded (the test itself never loads it)."""
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    return pickle.dumps(Evil())
+
+
+@pytest.mark.service
+def test_planted_sweep_state_is_never_unpickled(tmp_path):
+    """Someone who can write the (shared) store plants Tune state for the sweep this user is about to run."""
+    marker = tmp_path / "pwned"
+    exp = tmp_path / "out" / "store" / "tune" / "tune-smoke-s1000-agu"
+    exp.mkdir(parents=True)
+    (exp / "tuner.pkl").write_bytes(_evil_pickle(marker))
+    for flags, words in (([], ["--resume", "--fresh"]), (["--resume"], ["no record", "tune-state"])):
+        r = tune(tmp_path, "--tune", "methods=[agu]", *flags, timeout=300)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert all(w in r.stderr for w in words), r.stderr
+        assert not marker.exists()
+    assert "Started a local Ray" not in r.stdout + r.stderr  # refused before Ray starts
+
+
 def _finished(exp):
     """Trial folder → result.json text, for trials that ended: ran every cell or were stopped by ASHA."""
     out = {}
@@ -229,7 +255,18 @@ def test_interrupted_sweep_resumes(tmp_path):
     first = _finished(exp)
     assert 2 <= len(first) < 12
 
+    # the state is never resumed silently, and never after it changed since this machine recorded it
     r = tune(tmp_path, *args)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--resume" in r.stderr, r.stderr
+    pkl, marker = exp / "tuner.pkl", tmp_path / "pwned"
+    good = pkl.read_bytes()
+    pkl.write_bytes(_evil_pickle(marker))
+    r = tune(tmp_path, *args, "--resume")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "tuner.pkl" in r.stderr, r.stderr
+    assert not marker.exists()
+    pkl.write_bytes(good)
+
+    r = tune(tmp_path, *args, "--resume")
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert "resuming" in r.stdout
     doc = json.loads((tmp_path / "out" / "tuned-smoke.json").read_text())

@@ -15,8 +15,9 @@
   through the object store (``tune.with_parameters``).
 
 One ``Tuner`` per method, results under ``<store>/tune/<sweep>-<method>`` (local or S3 through
-``storage_filesystem``).  Rerunning the same command restores an interrupted sweep with ``Tuner.restore``
-(finished trials are kept, unfinished ones resumed).  MLflow: one parent run per sweep (closed by
+``storage_filesystem``).  ``--resume`` restores an interrupted sweep with ``Tuner.restore`` (finished trials
+are kept, unfinished ones resumed) once :mod:`components.execution.tune_state` has checked its files against
+the digests recorded when it stopped.  MLflow: one parent run per sweep (closed by
 ``Tracker.parent_run`` whatever happens), one child per trial through Ray's ``MLflowLoggerCallback``
 (tag ``mlflow.parentRunId``), the tuned file and the best configs on the parent.
 """
@@ -48,6 +49,7 @@ from .compute import CellInputs, build, cell_inputs, pick_device
 from .grid import Upstream, init_ray
 from .plan import plan_cells
 from .search_space import SearchDim, search_space
+from .tune_state import record_state, sweep_path
 from .tuned_file import TUNED_FORMAT
 
 __all__ = ["TuneSettings", "OBJECTIVES", "objective_of", "TuningCell", "SweepInterrupted", "prepare_cells",
@@ -187,8 +189,12 @@ def _tune_dims(space: dict[str, SearchDim]) -> dict:
 
 
 def run_sweeps(resolved: Resolved, settings: TuneSettings, store: Store, datasets: dict, tracker: Tracker, *,
-               name: str, space_overrides: dict[str, dict], out: Path, fresh: bool = False) -> dict:
-    """All methods' sweeps; writes the tuned-config document to ``out`` (and on the MLflow parent) and returns it."""
+               name: str, space_overrides: dict[str, dict], out: Path, state_dir: Path,
+               restore: set[str] = frozenset()) -> dict:
+    """All methods' sweeps; writes the tuned-config document to ``out`` (and on the MLflow parent) and returns it.
+
+    ``restore``: the sweeps (``<name>-<method>``) to resume, already verified by ``tune_state.resumable``;
+    ``state_dir``: where the digests of each sweep's state files are recorded when it stops."""
     spaces = {m: search_space(m, space_overrides.get(m)) for m in settings.methods}
     t0 = time.perf_counter()
     init_ray(resolved)
@@ -202,7 +208,8 @@ def run_sweeps(resolved: Resolved, settings: TuneSettings, store: Store, dataset
                    "cells": [c.label for c in cells], "settings": to_dict(settings), "methods": {}}
             for method in settings.methods:
                 doc["methods"][method] = _sweep(method, spaces[method], cells, resolved, settings, store, tracker,
-                                                name=name, parent=parent.run_id, fresh=fresh)
+                                                name=name, parent=parent.run_id, restore=restore,
+                                                state_dir=state_dir)
             doc["wall_s"] = time.perf_counter() - t0
             out.write_text(json.dumps(doc, indent=2))
             parent.artifacts = {"tuned.json": out}
@@ -215,8 +222,9 @@ def run_sweeps(resolved: Resolved, settings: TuneSettings, store: Store, dataset
 
 
 def _sweep(method: str, space: dict[str, SearchDim], cells: list[TuningCell], resolved: Resolved,
-           settings: TuneSettings, store: Store, tracker: Tracker, *, name: str, parent: str, fresh: bool) -> dict:
-    """One method's sweep (resumed when its Tune state exists and ``fresh`` is not set); its tuned-file entry."""
+           settings: TuneSettings, store: Store, tracker: Tracker, *, name: str, parent: str, restore: set[str],
+           state_dir: Path) -> dict:
+    """One method's sweep (restored when it is in ``restore``); its tuned-file entry."""
     from ray.air.integrations.mlflow import MLflowLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -229,8 +237,9 @@ def _sweep(method: str, space: dict[str, SearchDim], cells: list[TuningCell], re
                              bench=resolved.bench),
         {"cpu": settings.trial.num_cpus, "gpu": settings.trial.num_gpus})
     storage, fs = store.tune_location()
-    path = f"{storage}/{name}-{method}"
-    if not fresh and tune.Tuner.can_restore(path, storage_filesystem=fs):
+    sweep = f"{name}-{method}"
+    path = sweep_path(store, sweep)
+    if sweep in restore:  # its state files matched this machine's digests (tune_state.resumable)
         print(f"{method}: resuming sweep at {path}", flush=True)
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=fs)
@@ -246,12 +255,15 @@ def _sweep(method: str, space: dict[str, SearchDim], cells: list[TuningCell], re
             trainable, param_space=_tune_dims(space),
             tune_config=tune.TuneConfig(metric="objective", mode="min", search_alg=search, scheduler=asha,
                                         num_samples=settings.trials, max_concurrent_trials=settings.max_concurrent),
-            run_config=tune.RunConfig(name=f"{name}-{method}", storage_path=storage, storage_filesystem=fs,
+            run_config=tune.RunConfig(name=sweep, storage_path=storage, storage_filesystem=fs,
                                       callbacks=[mlflow_cb], verbose=1))
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:  # finished or interrupted: record what Tune left, so only this state can be resumed
+        record_state(store, sweep, state_dir)
     if len(grid) < settings.trials or grid.num_terminated + grid.num_errors < len(grid):
-        raise SweepInterrupted(f"sweep {name}-{method} interrupted after {grid.num_terminated} of "
-                               f"{settings.trials} trials; rerun the same command to resume it")
+        raise SweepInterrupted(f"sweep {sweep} interrupted after {grid.num_terminated} of "
+                               f"{settings.trials} trials; rerun the same command with --resume to continue it")
     finished = [r for r in grid if r.metrics and r.metrics.get("complete") == 1 and not r.error]
     check(bool(finished), f"tune.{method}", "no finished trial", "at least one trial that completes")
     best = min(finished, key=lambda r: r.metrics["objective"])
