@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
@@ -19,7 +20,19 @@ DEFAULT_ENV = {"OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
 for _k, _v in DEFAULT_ENV.items():
     os.environ.setdefault(_k, _v)
 
-__all__ = ["DEFAULT_ENV", "run_cli"]
+__all__ = ["DEFAULT_ENV", "ArgumentParser", "run_cli"]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its errors as one ``error:`` line (no usage block) and exit code 2, like every other
+    bad input; ``--help`` still prints the full usage."""
+
+    def __init__(self, description: str | None = None):
+        super().__init__(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def error(self, message: str):
+        sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
 
 
 def run_cli(body: Callable[[], int], also: tuple[type[BaseException], ...] = ()) -> int:

@@ -110,11 +110,12 @@ class BenchmarkConfig:
             check(m in epochs, "models", m, f"a model with an epochs.<model> entry: one of {epochs}")
         for m in self.methods:
             check(m in METHODS, "methods", m, f"one of {METHODS.names()}")
+        check(len(self.methods) >= 1, "methods", self.methods, f"one or more of {METHODS.names()}")
         check(len(self.methods) == len(set(self.methods)), "methods", self.methods, "distinct names")
         check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "seeds", self.seeds,
               "one or more distinct integers")
-        check(len(self.datasets) >= 1 and len(self.models) >= 1 and len(self.regimes) >= 1, "grid",
-              (self.datasets, self.models, self.regimes), "at least one dataset, model and regime")
+        for key in ("datasets", "models", "regimes"):
+            check(len(getattr(self, key)) >= 1, key, getattr(self, key), f"at least one of the {key}")
         check(len(set(self.regimes)) == len(self.regimes), "regimes", self.regimes, "distinct regimes")
         for r in self.regimes:
             parse_regime(r)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components.cli import run_cli  # noqa: E402  (first: sets thread defaults before torch loads)
+from components.cli import ArgumentParser, run_cli  # noqa: E402  (first: sets thread defaults before torch loads)
 from components.config import parse_overrides  # noqa: E402
 from components.execution.benchmark_run import run_benchmark  # noqa: E402
 from components.execution.preflight import preflight  # noqa: E402
@@ -28,7 +28,7 @@ from components.presets import PRESETS, resolve  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(__doc__)
     ap.add_argument("--preset", default="default", help=f"one of {sorted(PRESETS)}")
     ap.add_argument("--smoke", action="store_true", help="the preset's smoke variant: same grid shape, one seed, "
                     "a few hundred training points, one training epoch")

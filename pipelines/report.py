@@ -16,12 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components.cli import run_cli  # noqa: E402  (first: sets thread defaults before torch loads)
+from components.cli import ArgumentParser, run_cli  # noqa: E402  (first: sets thread defaults before torch loads)
 from components.report import read_results, write_report  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(__doc__)
     ap.add_argument("--table", required=True, help="results Parquet file, or a folder of *.parquet files")
     ap.add_argument("--out", required=True, help="folder for report.md and the plots (created if absent)")
     ap.add_argument("--title", default="SRAGU unlearning benchmark", help="report title")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components.cli import run_cli  # noqa: E402  (first: sets thread defaults before torch loads)
+from components.cli import ArgumentParser, run_cli  # noqa: E402  (first: sets thread defaults before torch loads)
 from components.config import parse_overrides  # noqa: E402
 from components.execution.preflight import preflight  # noqa: E402
 from components.execution.search_space import parse_space_override, search_space  # noqa: E402
@@ -30,7 +30,7 @@ from sragu_core.config import override  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(__doc__)
     ap.add_argument("--preset", default="default", help=f"the benchmark setting to tune on: {sorted(PRESETS)}")
     ap.add_argument("--smoke", action="store_true", help="tune on the preset's smoke variant")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

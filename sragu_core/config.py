@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -84,9 +85,12 @@ def parse_value(key: str, raw: Any, tp: Any) -> Any:
         if isinstance(raw, bool):
             raise ConfigError(key, raw, "a number")
         try:
-            return float(raw)
+            value = float(raw)
         except (TypeError, ValueError):
             raise ConfigError(key, raw, "a number") from None
+        if not math.isfinite(value):  # inf and nan pass every range check written as a comparison
+            raise ConfigError(key, raw, "a finite number")
+        return value
     if tp is str:
         if not isinstance(raw, str):
             raise ConfigError(key, raw, "a string")

@@ -15,6 +15,9 @@ class ConfigError(ValueError):
         self.field, self.value, self.allowed = field, value, allowed
         super().__init__(f"{field}={value!r} is invalid: allowed {allowed}")
 
+    def __reduce__(self):  # picklable with its three fields, so it crosses Ray's task boundary intact
+        return (type(self), (self.field, self.value, self.allowed))
+
 
 def check(ok: bool, field: str, value: object, allowed: str) -> None:
     """Raise ``ConfigError(field, value, allowed)`` unless ``ok``."""

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from sragu_core.errors import ConfigError, check
+
 from ..config import Resolved
 from ..io.store import Store
 from ..io.tracking import Tracker, resolve_tracking_uri
@@ -48,5 +50,19 @@ def preflight(resolved: Resolved, *, store_uri: str, out: Path, experiment: str 
     tracker = Tracker(resolve_tracking_uri(out), experiment or f"sragu-{resolved.bench.name}",
                       artifact_root=out / "mlartifacts")
     tracker.check()
-    datasets = {name: load_splits(name, resolved.bench) for name in resolved.bench.datasets}
+    datasets = {name: _data(name, resolved) for name in resolved.bench.datasets}
     return Prepared(resolved, store, tracker, datasets, out)
+
+
+def _data(name: str, resolved: Resolved):
+    """The dataset's splits, with the class indices of class deletions checked against it (not at run time)."""
+    try:
+        ds = load_splits(name, resolved.bench)
+    except ConfigError as e:  # load_dataset's own argument names → the keys the user typed
+        if e.field in ("val_fraction", "test_fraction"):
+            raise ConfigError(f"data.{e.field}", e.value, e.allowed) from None
+        raise
+    for f, text in zip(resolved.forget, resolved.bench.regimes):
+        for c in f.classes if f.spec.by_class else ():
+            check(0 <= c < ds.num_classes, "regimes", text, f"class indices in [0, {ds.num_classes - 1}] for {name}")
+    return ds
