@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import get_args, get_type_hints
 
 import pyarrow.parquet as pq
@@ -275,3 +276,23 @@ def test_interrupted_sweep_resumes(tmp_path):
     assert len(finished) == 12
     for name, text in first.items():  # trials finished before the interruption were kept, not re-run
         assert finished[name] == text
+
+
+def test_verify_state_names_any_changed_added_or_missing_file(tmp_path):
+    from components.execution.tune_state import record_state, sweep_path, verify_state
+
+    store = Store(str(tmp_path / "store"))
+    root = Path(sweep_path(store, "s"))
+    (root / "trial_0").mkdir(parents=True)
+    (root / "tuner.pkl").write_bytes(b"state")
+    (root / "trial_0" / "params.pkl").write_bytes(b"params")
+    record_state(store, "s", tmp_path / "tune-state")
+    verify_state(store, "s", tmp_path / "tune-state")  # unchanged: accepted
+    for change, name in ((lambda: (root / "trial_0" / "params.pkl").write_bytes(b"evil"), "trial_0/params.pkl"),
+                         (lambda: (root / "extra.pkl").write_bytes(b"x"), "extra.pkl"),
+                         (lambda: (root / "tuner.pkl").unlink(), "tuner.pkl")):
+        record_state(store, "s", tmp_path / "tune-state")
+        change()
+        with pytest.raises(ConfigError) as info:
+            verify_state(store, "s", tmp_path / "tune-state")
+        assert info.value.field == "--resume" and name in str(info.value), str(info.value)

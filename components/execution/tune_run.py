@@ -49,7 +49,7 @@ from .compute import CellInputs, build, cell_inputs, pick_device
 from .grid import Upstream, init_ray
 from .plan import plan_cells
 from .search_space import SearchDim, search_space
-from .tune_state import record_state, sweep_path
+from .tune_state import record_state, sweep_path, verify_state
 from .tuned_file import TUNED_FORMAT
 
 __all__ = ["TuneSettings", "OBJECTIVES", "objective_of", "TuningCell", "SweepInterrupted", "prepare_cells",
@@ -239,7 +239,8 @@ def _sweep(method: str, space: dict[str, SearchDim], cells: list[TuningCell], re
     storage, fs = store.tune_location()
     sweep = f"{name}-{method}"
     path = sweep_path(store, sweep)
-    if sweep in restore:  # its state files matched this machine's digests (tune_state.resumable)
+    if sweep in restore:  # its state files matched this machine's digests (tune_state.resumable) ...
+        verify_state(store, sweep, state_dir)  # ... and still do, now, just before Tune unpickles them
         print(f"{method}: resuming sweep at {path}", flush=True)
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=fs)

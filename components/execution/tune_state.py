@@ -21,7 +21,7 @@ from sragu_core.errors import ConfigError
 
 from ..io.store import Store
 
-__all__ = ["sweep_path", "digest_file", "record_state", "resumable"]
+__all__ = ["sweep_path", "digest_file", "record_state", "verify_state", "resumable"]
 
 
 def sweep_path(store: Store, sweep: str) -> str:
@@ -57,6 +57,23 @@ def _has_state(store: Store, path: str) -> bool:
     return store.fs.get_file_info(f"{path}/tuner.pkl").type == pafs.FileType.File
 
 
+def verify_state(store: Store, sweep: str, state_dir: Path) -> None:
+    """ConfigError (one line) unless every file of the sweep's state matches this machine's record.  Reads
+    no pickle; ``tune_run`` calls it again right before ``Tuner.restore``, so the state cannot be swapped in
+    the minutes between the command-line check and the restore."""
+    path, record = sweep_path(store, sweep), digest_file(state_dir, sweep)
+    try:
+        expected = json.loads(record.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise ConfigError("--resume", path, f"sweep state this machine wrote (no record at {record}); "
+                          "--fresh starts over") from None
+    want, found = expected.get("files", {}), _digests(store, path)
+    if expected.get("path") != path or found != want:
+        changed = sorted(k for k in set(found) | set(want) if found.get(k) != want.get(k))
+        raise ConfigError("--resume", path, f"unchanged sweep state ({changed[0] if changed else 'the folder'} "
+                          f"differs from the digest recorded in {record}); --fresh starts over")
+
+
 def resumable(store: Store, sweeps: list[str], state_dir: Path, *, resume: bool, fresh: bool) -> set[str]:
     """The sweeps to restore; ConfigError (one line) when state exists and the user did not choose, or when
     ``resume`` finds state that does not match this machine's record.  Reads no pickle."""
@@ -70,17 +87,6 @@ def resumable(store: Store, sweeps: list[str], state_dir: Path, *, resume: bool,
         if not resume:
             raise ConfigError("--resume", "not given", f"--resume (continue the sweep state at {path}) or --fresh "
                               "(start over)")
-        record = digest_file(state_dir, sweep)
-        try:
-            expected = json.loads(record.read_text())
-        except (OSError, json.JSONDecodeError):
-            raise ConfigError("--resume", path, f"sweep state this machine wrote (no record at {record}); "
-                              "--fresh starts over") from None
-        found = _digests(store, path)
-        if expected.get("path") != path or found != expected.get("files"):
-            changed = sorted(set(found) ^ set(expected.get("files", {}))
-                             | {k for k in found if expected.get("files", {}).get(k) not in (None, found[k])})
-            raise ConfigError("--resume", path, f"unchanged sweep state ({changed[0] if changed else 'the folder'} "
-                              f"differs from the digest recorded in {record}); --fresh starts over")
+        verify_state(store, sweep, state_dir)
         restore.add(sweep)
     return restore
