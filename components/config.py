@@ -78,11 +78,19 @@ class RayConfig:
     cell: TaskResources = field(default_factory=TaskResources)  # one method + its evaluation
     max_in_flight: int = 64
     max_retries: int = 1
+    # no cell finished for this long (seconds; 0 = wait forever): the cells left become failed rows with a
+    # "stalled" error and the run ends with exit code 1.  Longer than the slowest cell plus its upstream tasks.
+    stall_timeout_s: float = 1800.0
+    # a driver's claim on the cells it runs lapses this long (seconds) after its last heartbeat in the store,
+    # so another driver may take them over; a driver that died on this machine releases them at once
+    lease_ttl_s: float = 120.0
 
     def __post_init__(self):
         check(self.num_cpus is None or self.num_cpus >= 1, "ray.num_cpus", self.num_cpus, "null or >= 1")
         check(self.max_in_flight >= 1, "ray.max_in_flight", self.max_in_flight, "an integer >= 1")
         check(self.max_retries >= 0, "ray.max_retries", self.max_retries, "an integer >= 0")
+        check(self.stall_timeout_s >= 0, "ray.stall_timeout_s", self.stall_timeout_s, "seconds >= 0 (0 = off)")
+        check(self.lease_ttl_s >= 5, "ray.lease_ttl_s", self.lease_ttl_s, "seconds >= 5")
 
 
 @dataclass(frozen=True)
