@@ -1,9 +1,16 @@
 """One benchmark run: header → Ray fan-out → MLflow → consolidated Parquet → report.
 
-Everything that can fail on bad input (config, data, device, store, tracking server) is checked first by
-:func:`components.execution.preflight.preflight`, before a file is written or Ray starts.  Cells whose
-``cells/<key>.parquet`` already exists in the store are not run again; the consolidated table is rebuilt
-from the cell files, so a rerun gives the same table with no duplicate rows.
+Everything that can fail on bad input (config, data, device, store, tracking server, Ray address) is
+checked first by :func:`components.execution.preflight.preflight`, before a file is written or Ray starts.
+
+Cells whose ``cells/<key>.parquet`` is in the store (and verifies: one row of that key) are not run again; a
+cell file that fails verification is quarantined and its cell recomputed.  The cells left to run are
+claimed in the store (``components/io/leases.py``), so two drivers sharing a store split the work instead
+of doing it twice; a driver waits for the cells another live driver holds and takes over those of a dead
+one.  MLflow is reconciled from the store before the grid runs (``TrackedRun``), and a tracking or store
+outage mid-run costs no finished result: the run reports what it has, names what is missing and exits 1.
+The consolidated table is every verified cell in plan order plus this invocation's failed cells, so a
+rerun gives the same table with no duplicate rows.
 """
 
 from __future__ import annotations
@@ -19,13 +26,14 @@ import ray
 from sragu_core.config import flatten, to_dict
 
 from ..config import Resolved
-from ..io.store import Store
-from ..io.tracking import alpha_omega_figure, redact
+from ..io.leases import Leases
+from ..io.store import Store, is_corrupt, reason, rows_table
+from ..io.tracking import TrackedRun, alpha_omega_figure, redact
 from ..report import summary_table, write_report
 from .grid import Progress, init_ray, run_grid
 from .plan import Cell, code_hash, git_revision, plan_cells
 from .preflight import Prepared, package_versions
-from .tasks import cell_path
+from .tasks import alpha_omega_path, cell_path, read_cell
 
 __all__ = ["run_benchmark", "consolidate"]
 
@@ -39,31 +47,86 @@ def _cell_params(cell: Cell, resolved: Resolved) -> dict:
 
 
 def run_benchmark(p: Prepared, *, tuned: dict | None = None) -> tuple[int, Path]:
-    """Run the grid; returns (exit code, run folder).  Exit code 1 when any cell failed.
+    """Run the grid; returns (exit code, run folder).  Exit code 1 when any cell failed or is missing, or
+    when MLflow or the store could not be written to the end.
 
     ``tuned`` (from a sweep's tuned-config file) marks which methods run with tuned configurations and on
     which seed they were tuned; those rows get ``tuned=True`` and ``tuned_seed``.
     """
-    resolved = p.resolved
-    cells = plan_cells(resolved)
-    todo = [c for c in cells if not p.store.exists(cell_path(c.key))]
-    where = init_ray(resolved) if todo else None  # a bad cluster address fails here, before any file
+    t0 = time.time()
+    cells = plan_cells(p.resolved)
+    tables = verified_cells(p.store, cells)
+    todo = [c for c in cells if c.key not in tables]
+    ray_up = _Ray(p.resolved)
     try:
-        return _run(p, cells, todo, where, tuned)
-    finally:
         if todo:
+            ray_up.start()  # a cluster that went away since preflight fails here, before any file
+        with Leases(p.store, p.resolved.bench.ray.lease_ttl_s) as leases:
+            mine = [c for c in todo if leases.claim(c.key)]
+            others = [c for c in todo if c.key not in leases.held]
+            return _run(p, cells, tables, mine, others, leases, ray_up, tuned, t0)
+    finally:
+        ray_up.stop()
+
+
+class _Ray:
+    """Ray, started on first need (a run whose cells are all cached or computed elsewhere never starts it)."""
+
+    def __init__(self, resolved):
+        self.resolved, self.where = resolved, None
+
+    def start(self) -> str:
+        if self.where is None:
+            self.where = init_ray(self.resolved)
+            print(f"ray: {self.where}", flush=True)
+        return self.where
+
+    def stop(self) -> None:
+        if self.where is not None:
             ray.shutdown()
+            self.where = None
 
 
-def _run(p: Prepared, cells: list[Cell], todo: list[Cell], where: str | None,
-         tuned: dict | None) -> tuple[int, Path]:
+def verified_cells(store: Store, cells: list[Cell]) -> dict[str, pa.Table]:
+    """``{cell_key: one-row table}`` of the cells whose files are in the store and verify.
+
+    The store is listed once; a file that does not read back as one row of its own key is quarantined
+    (``Store.quarantine``), so its cell is run again."""
+    present = set(store.list("cells/"))
+    out: dict[str, pa.Table] = {}
+    for c in cells:
+        if cell_path(c.key) not in present:
+            continue
+        try:
+            out[c.key] = read_cell(store, c.key)
+        except Exception as e:
+            if not is_corrupt(e):
+                raise
+            store.quarantine(cell_path(c.key), reason(e))
+    return out
+
+
+def _unique_dir(out: Path, name: str) -> Path:
+    """``<out>/<name>-<time>``, or with ``-2``, ``-3``... when another run took that name in the same second."""
+    stem = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for i in range(1, 1000):
+        d = out / (stem if i == 1 else f"{stem}-{i}")
+        try:
+            d.mkdir(parents=True, exist_ok=False)
+            return d
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{out}: no free run folder name for {stem}")
+
+
+def _run(p: Prepared, cells: list[Cell], tables: dict[str, pa.Table], mine: list[Cell], others: list[Cell],
+         leases: Leases, ray_up: _Ray, tuned: dict | None, t0: float) -> tuple[int, Path]:
     resolved, bench = p.resolved, p.resolved.bench
     code, rev = code_hash(), git_revision()
     header = {"config": resolved.as_dict(), "code_version": code, "git_revision": rev,
               "packages": package_versions(), "store": p.store.uri, "tracking_uri": redact(p.tracker.tracking_uri)}
     print(json.dumps(header, indent=2), flush=True)
-    run_dir = p.out / f"{bench.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir.mkdir(parents=True, exist_ok=False)
+    run_dir = _unique_dir(p.out, bench.name)
     (run_dir / "config.json").write_text(json.dumps(header, indent=2))
     tuned_methods = set((tuned or {}).get("methods", {}))
     tuned_seed = (tuned or {}).get("tuned_seed")
@@ -72,35 +135,42 @@ def _run(p: Prepared, cells: list[Cell], todo: list[Cell], where: str | None,
         mark = cell.method in tuned_methods
         return {"code_version": code, "git_revision": rev, "tuned": mark, "tuned_seed": tuned_seed if mark else None}
 
-    with p.tracker.parent_run(run_dir.name, header, {"benchmark": bench.name, "code_version": code,
-                                                     "git_revision": rev, "store": p.store.uri}) as parent:
-        progress = Progress(total=len(cells), cached=len(cells) - len(todo))
-        print(f"{len(cells)} cells: {len(todo)} to run, {len(cells) - len(todo)} already in {p.store.uri}",
-              flush=True)
+    tags = {"benchmark": bench.name, "code_version": code, "git_revision": rev, "store": p.store.uri,
+            "sragu.driver": leases.id}
+    with TrackedRun(p.tracker, run_dir.name, header, tags) as tracking:
+        tracking.end_orphans(leases.alive)
+        reconciled = _reconcile(p, resolved, cells, tables, tracking)
+        progress = Progress(total=len(cells), cached=len(tables))
+        print(f"{len(cells)} cells: {len(mine)} to run, {len(tables)} already in {p.store.uri}"
+              + (f", {len(others)} being computed by another run" if others else "")
+              + (f"; {reconciled} logged to MLflow from the store" if reconciled else ""), flush=True)
+
+        failed: dict[str, dict] = {}
 
         def on_result(cell: Cell, result: dict) -> None:
-            row = result["row"]  # log_cell itself replaces any earlier run of this cell key
-            tags = {k: str(row.get(k)) for k in ("method", "dataset", "model", "regime", "seed", "cell_key",
-                                                 "code_version", "stop_reason")}
-            ao = result["alpha_omega"]
-            if row["status"] == "failed":
-                tags["error"] = row["error"]
-            p.tracker.log_cell(parent.run_id, cell.key, f"{cell.method}/{cell.forget.label()}/s{cell.seed}",
-                               params=_cell_params(cell, resolved), metrics=row, tags=tags,
-                               tables={"alpha_omega": ao} if ao else None,
-                               figures={"alpha_omega.png": alpha_omega_figure(ao)} if ao else None,
-                               status="FINISHED" if row["status"] == "ok" else "FAILED")
+            row = result["row"]
+            if row["status"] == "ok":
+                tables[cell.key] = rows_table([row])
+            else:
+                failed[cell.key] = row
+            leases.release(cell.key)
+            _log_cell(tracking, resolved, cell, row, result["alpha_omega"])
 
-        failed_rows: list[dict] = []
-        if todo:
-            print(f"ray: {where}", flush=True)
-            rows = run_grid(resolved, todo, p.store, p.datasets, extra, on_result, progress)
-            failed_rows = [r for r in rows if r["status"] == "failed"]
+        if mine:
+            run_grid(resolved, mine, p.store, p.datasets, extra, on_result, progress)
+        if others:
+            _wait_for_others(p, others, tables, failed, leases, ray_up, extra, on_result, progress)
 
-        table = consolidate(p.store, cells, failed_rows)
+        table, missing = consolidate(cells, tables, failed)
         table_key = f"tables/{bench.name}.parquet"
         pq.write_table(table, run_dir / "results.parquet")
-        p.store.put_bytes(table_key, (run_dir / "results.parquet").read_bytes())
+        problems = [f"{len(missing)} cell(s) neither finished nor failed: {', '.join(missing[:5])}"
+                    f"{' …' if len(missing) > 5 else ''}"] if missing else []
+        try:
+            p.store.put_bytes(table_key, (run_dir / "results.parquet").read_bytes())
+        except Exception as e:  # noqa: BLE001 — the table is in the run folder; say so and exit 1
+            problems.append(f"store: writing {table_key} failed ({reason(e)}); "
+                            f"the table is in {run_dir / 'results.parquet'}")
         note = None
         if tuned_methods:
             note = (f"Configurations of {', '.join(sorted(tuned_methods))} come from "
@@ -110,23 +180,125 @@ def _run(p: Prepared, cells: list[Cell], todo: list[Cell], where: str | None,
                               tuned_note=note)
         rows = table.to_pylist()
         ok = [r for r in rows if r.get("status") == "ok"]
-        parent.artifacts = {"results.parquet": run_dir / "results.parquet", "report.md": report,
-                            **{f"report/{f.name}": f for f in sorted((run_dir / "report").glob("*.png"))}}
-        parent.metrics = {"cells_ok": len(ok), "cells_failed": len(failed_rows), "cells_cached": progress.cached}
-        parent.status = "FAILED" if failed_rows else "FINISHED"
+        tracking.parent.artifacts = {"results.parquet": run_dir / "results.parquet", "report.md": report,
+                                     **{f"report/{f.name}": f for f in sorted((run_dir / "report").glob("*.png"))}}
+        tracking.parent.metrics = {"cells_ok": len(ok), "cells_failed": len(failed), "cells_cached": progress.cached,
+                                   "cells_missing": len(missing)}
+        tracking.parent.status = "FAILED" if failed or missing else "FINISHED"
+    if tracking.error is not None:
+        problems.append(f"mlflow: {tracking.error}; {tracking.pending} cell(s) not logged — rerun the same "
+                        "command to log them from the store")
+    for h in _healed(p.store, t0):
+        print(f"healed: {h['key']} failed verification ({h['reason']}); moved to {h['moved_to']} and recomputed")
     print(summary_table(rows))
-    print(f"\n{len(rows)} cells ({len(ok)} ok, {len(failed_rows)} failed, {progress.cached} cached)\n"
+    print(f"\n{len(rows)} cells ({len(ok)} ok, {len(failed)} failed, {progress.cached} cached"
+          f"{f', {len(missing)} missing' if missing else ''})\n"
           f"table:  {run_dir / 'results.parquet'}  (and {p.store.uri}/{table_key})\n"
           f"report: {report}\n"
           f"mlflow: mlflow ui --backend-store-uri {redact(p.tracker.tracking_uri)}   (or: make mlflow-ui)")
-    return (1 if failed_rows else 0), run_dir
+    for line in problems:
+        print(f"incomplete: {line}", flush=True)
+    return (1 if failed or missing or problems else 0), run_dir
 
 
-def consolidate(store: Store, cells: list[Cell], failed_rows: list[dict]) -> pa.Table:
-    """The grid's table: every finished cell file once, plus this invocation's failed cells."""
-    keys = [cell_path(c.key) for c in cells if store.exists(cell_path(c.key))]
-    table = store.read_table(keys) if keys else pa.table({})
-    if failed_rows:
-        failed = pa.Table.from_pylist(failed_rows)
-        table = pa.concat_tables([table, failed], promote_options="default") if keys else failed
-    return table
+def _log_cell(tracking: TrackedRun, resolved: Resolved, cell: Cell, row: dict, ao: list | None,
+              **extra_tags: str) -> None:
+    tags = {k: str(row.get(k)) for k in ("method", "dataset", "model", "regime", "seed", "cell_key",
+                                         "code_version", "stop_reason")}
+    tags.update(extra_tags)
+    if row["status"] == "failed":
+        tags["error"] = row["error"]
+    tracking.log_cell(cell.key, f"{cell.method}/{cell.forget.label()}/s{cell.seed}",
+                      params=_cell_params(cell, resolved), metrics=row, tags=tags,
+                      tables={"alpha_omega": ao} if ao else None,
+                      figures={"alpha_omega.png": alpha_omega_figure(ao)} if ao else None,
+                      status="FINISHED" if row["status"] == "ok" else "FAILED")
+
+
+def _reconcile(p: Prepared, resolved: Resolved, cells: list[Cell], tables: dict[str, pa.Table],
+               tracking: TrackedRun) -> int:
+    """Log every cell the store holds and MLflow lacks (or has only as FAILED); returns how many."""
+    logged = tracking.logged_cells()
+    if logged is None:
+        return 0
+    n = 0
+    for c in cells:
+        if c.key in tables and logged.get(c.key) != "FINISHED":
+            row = tables[c.key].to_pylist()[0]
+            ao = None
+            try:
+                if p.store.exists(alpha_omega_path(c.key)):
+                    ao = p.store.get_json(alpha_omega_path(c.key))
+            except Exception:  # noqa: BLE001, S110 — the α/ω plot is a nicety; the row is what matters
+                pass
+            _log_cell(tracking, resolved, c, row, ao, **{"sragu.logged_from": "store"})
+            if tracking.error is not None:
+                break
+            n += 1
+    return n
+
+
+def _wait_for_others(p: Prepared, others: list[Cell], tables: dict, failed: dict, leases: Leases, ray_up: _Ray,
+                     extra, on_result, progress: Progress, poll_s: float = 2.0) -> None:
+    """Cells another driver claimed: take each from the store once written; run those whose driver is gone.
+
+    Gives up after ``ray.stall_timeout_s`` without one of them finishing: they become failed rows."""
+    resolved = p.resolved
+    stall = resolved.bench.ray.stall_timeout_s
+    waiting = {c.key: c for c in others}
+    owners = sorted({o for c in others if (o := leases.owner(c.key))})
+    print(f"waiting for {len(waiting)} cell(s) another run is computing ({', '.join(owners) or 'driver gone'})",
+          flush=True)
+    last = time.monotonic()
+    while waiting:
+        takeover = []
+        for key in list(waiting):
+            try:
+                if p.store.exists(cell_path(key)):
+                    tables[key] = read_cell(p.store, key)
+                    del waiting[key]
+                    progress.cached += 1
+                    last = time.monotonic()
+                elif leases.owner(key) is None and leases.claim(key):
+                    takeover.append(waiting.pop(key))
+            except Exception as e:  # noqa: BLE001 — unreadable or unreachable: retried next poll, bounded by stall
+                if is_corrupt(e):
+                    p.store.quarantine(cell_path(key), reason(e))
+        if takeover:
+            ray_up.start()
+            print(f"taking over {len(takeover)} cell(s) whose run is gone", flush=True)
+            run_grid(resolved, takeover, p.store, p.datasets, extra, on_result, progress)
+            last = time.monotonic()
+            continue
+        if waiting and stall and time.monotonic() - last > stall:
+            why = (f"stalled: no cell computed by another run appeared in {stall:.0f} s "
+                   f"(ray.stall_timeout_s={stall:g})")
+            print(why, flush=True)
+            for c in waiting.values():
+                on_result(c, {"row": {**c.coords(), **extra(c), "status": "failed", "error": why},
+                              "alpha_omega": None, "epoch_trace": []})
+                progress.failed += 1
+            return
+        if waiting:
+            progress.show()
+            time.sleep(poll_s)
+
+
+def _healed(store: Store, t0: float) -> list[dict]:
+    try:
+        return store.quarantined_since(t0)
+    except Exception:  # noqa: BLE001 — an unreachable store was reported already
+        return []
+
+
+def consolidate(cells: list[Cell], tables: dict[str, pa.Table], failed: dict[str, dict]) -> tuple[pa.Table, list]:
+    """The grid's table — every verified cell in plan order, then this invocation's failed cells — and the
+    keys of cells that are in neither (a store or cluster outage)."""
+    parts = [tables[c.key] for c in cells if c.key in tables]
+    table = pa.concat_tables(parts, promote_options="permissive") if parts else pa.table({})
+    fails = [failed[c.key] for c in cells if c.key in failed and c.key not in tables]
+    if fails:
+        ft = pa.Table.from_pylist(fails)
+        table = pa.concat_tables([table, ft], promote_options="default") if parts else ft
+    missing = [c.key for c in cells if c.key not in tables and c.key not in failed]
+    return table, missing

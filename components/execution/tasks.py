@@ -3,29 +3,73 @@
 Plain functions (``grid`` wraps them with ``ray.remote``; tests call them directly).  Each takes the spec
 of what it builds and the typed artifacts it depends on, writes its own artifact under its content key
 and returns it, so a rerun, a retried task or another invocation reuses it instead of recomputing.
+
+A cached artifact is verified when read: it must load (``weights_only`` for tensors) and carry the key it
+is stored under.  One that does not is quarantined (``Store.quarantine``) and recomputed, so a truncated
+or planted file heals on the next run instead of failing its cells forever; the driver names it in one
+line at the end of the run.  A store that cannot be reached is not corruption: that error fails the task.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
+import pyarrow as pa
 import torch
 
 from sragu_core.data import DatasetSplits
 from sragu_core.evaluate import gold_reference
 
 from ..config import GOLD, BenchmarkConfig
-from ..io.store import Store
+from ..io.store import CorruptObject, Store, is_corrupt, reason
 from .artifacts import ForgetArtifact, GoldModel, OriginalModel
 from .compute import build, cell_inputs, make_forget, pick_device, run_unlearning, score, train_original
 from .plan import Cell, ForgetSpec, GoldSpec, OriginalSpec
 
-__all__ = ["original_task", "forget_task", "gold_task", "cell_task", "cell_path"]
+__all__ = ["original_task", "forget_task", "gold_task", "cell_task", "cell_path", "alpha_omega_path", "read_cell",
+           "cached"]
+
+T = TypeVar("T")
 
 
 def cell_path(key: str) -> str:
     return f"cells/{key}.parquet"
+
+
+def alpha_omega_path(key: str) -> str:
+    return f"artifacts/alpha_omega/{key}.json"
+
+
+def read_cell(store: Store, key: str) -> pa.Table:
+    """A cell file, verified: one row whose ``cell_key`` is ``key`` (raises CorruptObject otherwise)."""
+    table = store.read_table([cell_path(key)])
+    if table.num_rows != 1 or "cell_key" not in table.column_names or table.column("cell_key")[0].as_py() != key:
+        found = table.column("cell_key").to_pylist()[:3] if "cell_key" in table.column_names else "no cell_key"
+        raise CorruptObject(f"{table.num_rows} row(s) with cell_key {found}, expected one row of {key}")
+    return table
+
+
+def _expect(key: str, found: str, what: str) -> None:
+    if found != key:
+        raise CorruptObject(f"{what} stored under {key} says it is {found}")
+
+
+def cached(store: Store, path: str, load: Callable[[str], T], verify: Callable[[T], None]) -> T | None:
+    """The verified object at ``path``; None when absent or when it failed verification (then quarantined)."""
+    if not store.exists(path):
+        return None
+    try:
+        obj = load(path)
+        verify(obj)
+        return obj
+    except Exception as e:
+        if not is_corrupt(e):
+            raise
+        store.quarantine(path, reason(e))
+        return None
 
 
 def _threads() -> None:
@@ -37,8 +81,10 @@ def original_task(store: Store, spec: OriginalSpec, ds: DatasetSplits, bench: Be
     """θ0 for (dataset, model, seed)."""
     _threads()
     path = f"artifacts/originals/{spec.key}.pt"
-    if store.exists(path):
-        return OriginalModel.from_store(store.get_torch(path))
+    hit = cached(store, path, lambda p: OriginalModel.from_store(store.get_torch(p)),
+                 lambda o: _expect(spec.key, o.key, "original"))
+    if hit is not None:
+        return hit
     model, facts, summary = train_original(ds, spec.model, bench, seed=spec.seed, device=pick_device(bench.device))
     out = OriginalModel(spec.key, model.state_dict(), facts, summary["train_time_s"], summary["train_loss"],
                         spec.inputs)
@@ -51,8 +97,10 @@ def forget_task(store: Store, spec: ForgetSpec, ds: DatasetSplits, bench: Benchm
     """The forget set's indices and manifest; ``original`` is θ0 for regimes that score points with it."""
     _threads()
     path = f"artifacts/forget/{spec.key}.json"
-    if store.exists(path):
-        return ForgetArtifact.from_store(store.get_json(path))
+    hit = cached(store, path, lambda p: ForgetArtifact.from_store(store.get_json(p)),
+                 lambda f: _expect(spec.key, f.key, "forget set"))
+    if hit is not None:
+        return hit
     model = build(bench, spec.original.model, ds, original.state) if spec.original is not None else None
     fs = make_forget(ds, spec.config, seed=spec.seed, original=model, device=pick_device(bench.device))
     out = ForgetArtifact(spec.key, fs)
@@ -65,8 +113,10 @@ def gold_task(store: Store, spec: GoldSpec, ds: DatasetSplits, bench: BenchmarkC
     """The gold (retrained on D_r with θ0's recipe), its predictions and its own metric values."""
     _threads()
     path = f"artifacts/gold/{spec.key}.pt"
-    if store.exists(path):
-        return GoldModel.from_store(store.get_torch(path))
+    hit = cached(store, path, lambda p: GoldModel.from_store(store.get_torch(p)),
+                 lambda g: (_expect(spec.key, g.key, "gold"), _expect(forget.key, g.forget_key, "gold's forget set")))
+    if hit is not None:
+        return hit
     device = pick_device(bench.device)
     inputs = cell_inputs(ds, forget.forget, spec.forget.config)
     model, summary = run_unlearning(GOLD, spec.config, build(bench, spec.original.model, ds, original.state),
@@ -101,5 +151,7 @@ def cell_task(store: Store, cell: Cell, ds: DatasetSplits, bench: BenchmarkConfi
            "gold_key": gold.key, "gold_time_s": gold.time_s, **extra,
            **{k: v for k, v in summary.items() if k not in ("epoch_trace", "alpha_omega")}, **metrics,
            "task_time_s": time.perf_counter() - t0}
+    if summary["alpha_omega"]:  # before the cell file, which marks the cell done: a rerun can log it from here
+        store.put_json(alpha_omega_path(cell.key), summary["alpha_omega"])
     store.write_rows(cell_path(cell.key), [row])
     return {"row": row, "alpha_omega": summary["alpha_omega"], "epoch_trace": summary["epoch_trace"]}

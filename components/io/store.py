@@ -21,6 +21,14 @@ folder, then ``os.replace``; S3 writes are serialised in memory first and sent a
 only shows once complete. A reader never sees half a file under its final key. ``get_torch`` loads with
 ``weights_only=True``: store state_dicts, tensors and plain containers, never pickled objects.
 
+Reads verify, and what fails verification heals: :meth:`Store.quarantine` moves an object whose content is
+unreadable or not what its key promises to ``quarantine/<stamp>/<key>`` (with ``<key>.reason.json`` next to
+it) so the next reader recomputes it instead of failing on it forever.  :func:`is_corrupt` tells content
+errors (quarantine and recompute) from an unreachable store (fail the cell, keep the object).
+
+:meth:`Store.create` writes a key only if it does not exist yet (``O_EXCL`` locally, ``If-None-Match: *``
+on S3): the primitive behind the cell claims of ``components/io/leases.py``.
+
 A ``Store`` pickles as its URI (a Ray task re-creates it cheaply); clients are built lazily per process.
 """
 
@@ -29,8 +37,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import re
 import tempfile
+import time
+import uuid
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,7 +53,7 @@ import pyarrow.parquet as pq
 
 from sragu_core.errors import ConfigError
 
-__all__ = ["Store"]
+__all__ = ["CorruptObject", "Store", "is_corrupt", "reason", "rows_table"]
 
 _PARTIAL = ".partial"  # suffix of in-flight local temp files; never listed
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
@@ -65,6 +77,40 @@ def _flat(value: Any) -> Any:
     if isinstance(value, (dict, list, tuple)):
         return json.dumps(value, sort_keys=True)
     return value
+
+
+def rows_table(rows: list[dict]) -> pa.Table:
+    """The Arrow table :meth:`Store.write_rows` writes: columns are the union of the rows' keys (in first-seen
+    order), nested values JSON strings.  The driver builds a finished cell's table from its row with this, so a
+    table assembled in memory equals one read back from the cell files."""
+    columns: dict[str, list] = {}
+    for row in rows:
+        for name in row:
+            columns.setdefault(name, [])
+    for name, values in columns.items():
+        values.extend(_flat(row.get(name)) for row in rows)
+    return pa.table(columns)
+
+
+def is_corrupt(e: BaseException) -> bool:
+    """True when reading an object failed because of its content (truncated, garbage, refused by
+    ``weights_only``, wrong shape or key), not because the store could not be reached."""
+    if isinstance(e, (pa.ArrowInvalid, json.JSONDecodeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError,
+                      KeyError, TypeError, UnicodeDecodeError, CorruptObject)):
+        return True
+    return isinstance(e, RuntimeError) and any(w in str(e) for w in ("PytorchStreamReader", "zip archive",
+                                                                      "Weights only load failed"))
+
+
+def reason(e: BaseException) -> str:
+    """One short line for a quarantine record: the error's type and the first sentence of its message."""
+    text = (str(e).strip().splitlines() or [""])[0]
+    text = re.sub(r"\. .*", ".", text)  # torch and pyarrow go on for paragraphs
+    return f"{type(e).__name__}: {text[:160]}"
+
+
+class CorruptObject(ValueError):
+    """An object that was read fine but is not what its key promises (another cell's row, a wrong key)."""
 
 
 class Store:
@@ -126,6 +172,10 @@ class Store:
                 key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
                 if key and secret:  # otherwise pyarrow walks the default chain (config files, IMDS)
                     kw.update(access_key=key, secret_key=secret, session_token=os.environ.get("AWS_SESSION_TOKEN"))
+                # bounded: an S3 outage fails a read or write in seconds (a failed cell, a missing row) instead
+                # of blocking the driver for minutes
+                kw.update(connect_timeout=5, request_timeout=60,
+                          retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=3))
                 self._fs = pafs.S3FileSystem(**kw)
         return self._fs
 
@@ -186,6 +236,61 @@ class Store:
             except FileNotFoundError:
                 pass
             raise
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if nothing is there yet; False (and nothing written) when it already exists."""
+        if self.kind == "s3":
+            from botocore.exceptions import ClientError
+
+            try:
+                self.boto3_client().put_object(Bucket=self.bucket, Key=self._object_key(key), Body=bytes(data),
+                                               IfNoneMatch="*")
+            except ClientError as e:
+                if str(e.response.get("Error", {}).get("Code", "")) in ("PreconditionFailed", "412",
+                                                                           "ConditionalRequestConflict", "409"):
+                    return False
+                raise
+            return True
+        path = self._path(key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{uuid.uuid4().hex}{_PARTIAL}"
+        with open(tmp, "wb") as f:  # complete content first, then an atomic no-replace link to the final name
+            f.write(_as_bytes(data))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        return True
+
+    def quarantine(self, key: str, reason: str) -> str:
+        """Move ``key`` aside to ``quarantine/<stamp>/<key>`` with a ``.reason.json``; returns the new key.
+
+        Called when ``key`` failed verification, so the next reader recomputes it; the bytes are kept for
+        a post-mortem (``quarantine/`` is never read by the benchmark)."""
+        stamp = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+        dest = f"quarantine/{stamp}/{_clean_rel(key, 'store key')}"
+        try:
+            self.put_bytes(dest, self.get_bytes(key))
+        except FileNotFoundError:
+            pass  # already moved by another reader
+        self.put_json(f"{dest}.reason.json", {"key": key, "reason": reason, "time": time.time()})
+        self.delete(key)
+        return dest
+
+    def quarantined_since(self, t0: float) -> list[dict]:
+        """The ``{"key", "reason", "time", "moved_to"}`` records of objects quarantined at or after ``t0``."""
+        out = []
+        for k in self.list("quarantine/"):
+            if k.endswith(".reason.json"):
+                try:
+                    rec = self.get_json(k)
+                except Exception:  # noqa: BLE001, S112 — a post-mortem record; never fail a run on it
+                    continue
+                if rec.get("time", 0) >= t0:
+                    out.append({**rec, "moved_to": k[: -len(".reason.json")]})
+        return sorted(out, key=lambda r: r["time"])
 
     def exists(self, key: str) -> bool:
         return self.fs.get_file_info(self._path(key)).type == pafs.FileType.File
@@ -250,13 +355,7 @@ class Store:
 
     def write_rows(self, key: str, rows: list[dict]) -> None:
         """One Parquet object; columns are the union of the rows' keys, nested values JSON strings."""
-        columns: dict[str, list] = {}
-        for row in rows:
-            for name in row:
-                columns.setdefault(name, [])
-        for name, values in columns.items():
-            values.extend(_flat(row.get(name)) for row in rows)
-        table = pa.table(columns)
+        table = rows_table(rows)
         self._write(key, lambda f: pq.write_table(table, f))
 
     def _read_one(self, key: str) -> pa.Table:
@@ -298,7 +397,12 @@ class Store:
         endpoint = self._endpoint() or f"the AWS S3 endpoint for {self._region()}"
         fast = Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 1})
         try:
-            self.boto3_client(config=fast).head_bucket(Bucket=self.bucket)
+            client = self.boto3_client(config=fast)
+        except ValueError:  # botocore: "Invalid endpoint: ..."
+            var = "AWS_ENDPOINT_URL_S3" if os.environ.get("AWS_ENDPOINT_URL_S3") else "AWS_ENDPOINT_URL"
+            raise ConfigError(var, self._endpoint(), "an http(s)://host[:port] URL of an S3 endpoint") from None
+        try:
+            client.head_bucket(Bucket=self.bucket)
         except NoCredentialsError:
             why = "AWS credentials (none found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
             raise ConfigError("store", self.uri, why) from None

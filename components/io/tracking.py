@@ -15,6 +15,14 @@ Rerunning a benchmark never duplicates a cell: :meth:`Tracker.find_cell` looks a
 :meth:`Tracker.log_cell` soft-deletes any earlier run of the same key once the new one is written
 (the newest result wins; ``mlflow runs restore --run-id ...`` brings an old one back).
 
+A tracking server that fails mid-run never costs a result (:class:`TrackedRun`): HTTP calls are bounded
+(``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` 2, ``MLFLOW_HTTP_REQUEST_TIMEOUT`` 20 s unless set), the first failure
+prints one line and stops logging for the rest of the run (results keep going to the store, the run ends
+with exit code 1), and every run *reconciles* MLflow from the store first: each finished cell the store
+holds and the experiment lacks is logged from its stored row (tag ``sragu.logged_from=store``).  Parent
+runs carry their driver's id (``sragu.driver``); a parent left RUNNING by a driver that is gone (crashed,
+SIGKILLed, lost its server) is ended ``KILLED`` by the next run.
+
 Open the UI on the default store (from the repository root)::
 
     mlflow ui --backend-store-uri sqlite:///runs/mlflow.db
@@ -35,7 +43,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path, PurePosixPath
@@ -49,12 +57,16 @@ from sragu_core.errors import ConfigError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Tracker", "ParentRun", "alpha_omega_figure", "default_tracking_uri", "flatten", "redact",
+__all__ = ["Tracker", "ParentRun", "TrackedRun", "alpha_omega_figure", "default_tracking_uri", "flatten", "redact",
            "resolve_tracking_uri"]
 
 _MAX_PARAM_VAL, _MAX_TAG_VAL, _PARAMS_PER_BATCH, _METRICS_PER_BATCH = 6000, 8000, 100, 1000
 _STATUSES = ("FINISHED", "FAILED", "KILLED")
 _ENV = "MLFLOW_TRACKING_URI"
+# bounded HTTP calls to a tracking server during a run (MLflow's defaults retry for minutes); a user's own
+# settings of these variables win
+HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 
 
 def default_tracking_uri(run_root: Path) -> str:
@@ -106,6 +118,9 @@ class Tracker:
         / ``_PASSWORD``, unless already set), so the URI that is logged, printed and shown in links is clean."""
         self.tracking_uri, self.experiment = _credentials_to_env(tracking_uri), experiment
         self._sqlite = _sqlite_path(tracking_uri)
+        if not self._sqlite:
+            for k, v in HTTP_BOUNDS.items():
+                os.environ.setdefault(k, v)
         # A server chooses its own artifact store (mlflow-artifacts:/ proxy); a SQLite backend would
         # otherwise put artifacts in ./mlruns of whatever directory the driver was started from.
         root = None
@@ -126,7 +141,11 @@ class Tracker:
         what = "a writable SQLite file" if self._sqlite else "a reachable MLflow tracking server"
         if self._sqlite and not Path(self._sqlite).exists():
             # a new SQLite store: check its folder (or nearest existing parent) is writable without creating
-            # the database, so a run refused by a later preflight check leaves nothing behind
+            # the database, so a run refused by a later preflight check leaves nothing behind.  A database the
+            # user named in MLFLOW_TRACKING_URI must sit in an existing folder: a typo creates no directories.
+            if os.environ.get(_ENV) == self.tracking_uri and not self._sqlite.parent.is_dir():
+                raise ConfigError(_ENV, self.tracking_uri, f"{what} in an existing folder ({self._sqlite.parent} "
+                                  "does not exist)")
             existing = Path(self._sqlite).parent
             while not existing.exists() and existing != existing.parent:
                 existing = existing.parent
@@ -245,6 +264,37 @@ class Tracker:
             self.client.delete_run(old)
         return run_id
 
+    def logged_cells(self) -> dict[str, str]:
+        """``{cell_key: status}`` of the experiment's active cell runs (the newest run per key)."""
+        out: dict[str, str] = {}
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id()], filter_string="tags.`sragu.role` = 'cell'",
+                                           order_by=["attributes.start_time ASC"], max_results=1000,
+                                           page_token=token)
+            for r in page:
+                key = r.data.tags.get("sragu.cell_key")
+                if key:
+                    out[key] = r.info.status
+            token = page.token
+            if not token:
+                return out
+
+    def end_orphans(self, alive: Callable[[str], bool]) -> list[str]:
+        """End ``KILLED`` every RUNNING parent whose driver (tag ``sragu.driver``) is not ``alive``; their ids."""
+        runs = self.client.search_runs([self.experiment_id()],
+                                       filter_string="tags.`sragu.role` = 'parent' and attributes.status = 'RUNNING'",
+                                       max_results=1000)
+        ended = []
+        for r in runs:
+            driver = r.data.tags.get("sragu.driver")
+            if driver and not alive(driver):
+                self.client.set_tag(r.info.run_id, "error", f"its driver {driver} is gone (crashed or killed); "
+                                                            "ended by a later run")
+                self.client.set_terminated(r.info.run_id, status="KILLED")
+                ended.append(r.info.run_id)
+        return ended
+
     # ------------------------------------------------------------------ helpers
     def _cell_runs(self, cell_key: str) -> list[str]:
         if "'" in cell_key and '"' in cell_key:
@@ -289,6 +339,80 @@ class Tracker:
             except Exception:  # noqa: BLE001, S110 — the original error is the one to report
                 pass
             raise
+
+
+class TrackedRun:
+    """A benchmark invocation's MLflow side, which never fails the run: the parent run and its cells.
+
+    Every call goes through :meth:`_try`: the first exception prints one ``mlflow:`` line and turns tracking
+    off for the rest of the run (``self.error`` holds the reason); the store keeps every result and the next
+    run logs what MLflow lacks (:meth:`reconcile`).  Used as a context manager: on a clean exit the parent is
+    finished with the artifacts, metrics and status set on it; on an exception it is ended FAILED (KILLED
+    for Ctrl-C) with the reason, if the server still answers.
+    """
+
+    def __init__(self, tracker: Tracker, run_name: str, config: dict, tags: dict, *, stream=None):
+        self.tracker, self.stream = tracker, stream or sys.stdout
+        self.run_name, self.config, self.tags = run_name, config, tags
+        self.parent = ParentRun("")
+        self.error: str | None = None
+        self.pending = 0  # cells that could not be logged this run
+
+    def _try(self, what: str, fn: Callable[[], Any]) -> Any:
+        if self.error is not None:
+            return None
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 — tracking is best effort; the store holds the results
+            self.error = f"{what} failed: {_short_reason(e)}"
+            print(f"mlflow: {self.error} at {redact(self.tracker.tracking_uri)}; logging stops for this run, "
+                  f"results keep going to the store, and the next run logs what MLflow lacks", file=self.stream,
+                  flush=True)
+            return None
+
+    def __enter__(self) -> TrackedRun:
+        run_id = self._try("starting the run", lambda: self.tracker.start_parent(self.run_name, self.config,
+                                                                                  self.tags))
+        self.parent.run_id = run_id or ""
+        return self
+
+    def __exit__(self, tp, e, tb) -> None:
+        if not self.parent.run_id or self.error is not None:
+            if self.parent.run_id:  # the server failed earlier: say so on the parent if it answers again
+                self.tracker_end("FAILED", f"tracking stopped: {self.error}")
+            return
+        if e is not None:
+            status = getattr(e, "run_status", "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            self.tracker_end(status, f"{tp.__name__}: {e}")
+            return
+        p = self.parent
+        self._try("finishing the run", lambda: self.tracker.finish_parent(p.run_id, artifacts=p.artifacts,
+                                                                          metrics=p.metrics, status=p.status))
+
+    def tracker_end(self, status: str, why: str) -> None:
+        client = self.tracker.client
+        try:
+            with _fail_fast():
+                client.set_tag(self.parent.run_id, "error", _clip(why, _MAX_TAG_VAL))
+                client.set_terminated(self.parent.run_id, status=status)
+        except Exception:  # noqa: BLE001, S110 — the next run ends it (end_orphans)
+            pass
+
+    def end_orphans(self, alive: Callable[[str], bool]) -> list[str]:
+        return self._try("ending orphaned parent runs", lambda: self.tracker.end_orphans(alive)) or []
+
+    def log_cell(self, cell_key: str, run_name: str, **kw) -> str | None:
+        if not self.parent.run_id or self.error is not None:
+            self.pending += 1
+            return None
+        run_id = self._try(f"logging cell {cell_key}",
+                           lambda: self.tracker.log_cell(self.parent.run_id, cell_key, run_name, **kw))
+        if run_id is None:
+            self.pending += 1
+        return run_id
+
+    def logged_cells(self) -> dict[str, str] | None:
+        return self._try("listing logged cells", self.tracker.logged_cells)
 
 
 def alpha_omega_figure(rows: list[dict]) -> Figure:
