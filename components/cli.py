@@ -14,13 +14,14 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 # one BLAS/torch thread per process: on 2 cores oversubscription is ~100x slower (docs/design.md §9)
 DEFAULT_ENV = {"OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
 for _k, _v in DEFAULT_ENV.items():
     os.environ.setdefault(_k, _v)
 
-__all__ = ["DEFAULT_ENV", "ArgumentParser", "run_cli"]
+__all__ = ["DEFAULT_ENV", "ArgumentParser", "out_folder", "run_cli"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -33,6 +34,22 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str):
         sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
         sys.exit(2)
+
+
+def out_folder(raw: str) -> Path:
+    """``--out`` as an absolute path, refused (one line naming ``--out``) unless it is a folder or can become one;
+    nothing is created here."""
+    from sragu_core.errors import ConfigError
+
+    out = Path(raw).expanduser().resolve()
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError("--out", raw, f"a folder ({existing} is a file)")
+    if not os.access(existing, os.W_OK):
+        raise ConfigError("--out", raw, f"a writable folder ({existing} is not writable)")
+    return out
 
 
 def run_cli(body: Callable[[], int], also: tuple[type[BaseException], ...] = ()) -> int:

@@ -14,6 +14,7 @@ Regimes are written as short strings, each regime's own syntax (``sragu_core.for
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,11 @@ class EpochsConfig:
     mlp: int = 5
     cnn_small: int = 10
     resnet18: int = 30
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            check(isinstance(v, int) and v >= 1, f"epochs.{f.name}", v, "an integer >= 1")
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,8 @@ class BenchmarkConfig:
     device: str = "auto"
 
     def __post_init__(self):
+        check(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name)), "name", self.name,
+              "letters, digits, '_', '.' and '-' (it names the MLflow experiment, run folders and files)")
         for d in self.datasets:
             check(d in DATASETS, "datasets", d, f"one of {list(DATASETS)}")
         epochs = [f.name for f in dataclasses.fields(EpochsConfig)]

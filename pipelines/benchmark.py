@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components.cli import ArgumentParser, run_cli  # noqa: E402  (first: sets thread defaults before torch loads)
+from components.cli import ArgumentParser, out_folder, run_cli  # noqa: E402  (first: sets thread defaults)
 from components.config import parse_overrides  # noqa: E402
 from components.execution.benchmark_run import run_benchmark  # noqa: E402
 from components.execution.preflight import preflight  # noqa: E402
@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _run(args: argparse.Namespace) -> int:
-    out = Path(args.out).resolve()
+    out = out_folder(args.out)
     resolved = resolve(args.preset, parse_overrides(args.overrides), smoke=args.smoke)
     tuned = None
     if args.tuned:

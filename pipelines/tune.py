@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components.cli import ArgumentParser, run_cli  # noqa: E402  (first: sets thread defaults before torch loads)
+from components.cli import ArgumentParser, out_folder, run_cli  # noqa: E402  (first: sets thread defaults)
 from components.config import parse_overrides  # noqa: E402
 from components.execution.preflight import preflight  # noqa: E402
 from components.execution.search_space import parse_space_override, search_space  # noqa: E402
@@ -27,6 +27,7 @@ from components.execution.tune_run import SweepInterrupted, TuneSettings, run_sw
 from components.execution.tune_state import resumable  # noqa: E402
 from components.presets import PRESETS, resolve  # noqa: E402
 from sragu_core.config import override  # noqa: E402
+from sragu_core.errors import ConfigError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,12 +51,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _run(args: argparse.Namespace) -> int:
-    out = Path(args.out).resolve()
+    out = out_folder(args.out)
     resolved = resolve(args.preset, parse_overrides(args.overrides), smoke=args.smoke)
     settings = override(TuneSettings(), parse_overrides(args.tune, "--tune"), prefix="tune")
     spaces: dict[str, dict] = {}
     for key, text in parse_overrides(args.space, "--space").items():
         method, name, spec = parse_space_override(key, text)
+        if method not in settings.methods:  # a range nobody searches would be silently ignored
+            raise ConfigError("--space", key, f"a field of a tuned method (tune.methods={list(settings.methods)})")
         spaces.setdefault(method, {})[name] = spec
     for m in settings.methods:
         search_space(m, spaces.get(m))

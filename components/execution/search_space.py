@@ -73,7 +73,10 @@ def parse_space_override(key: str, text: str) -> tuple[str, str, tuple]:
         spec = ("choice", [v for v in text.split(",") if v])
     else:
         raise ConfigError(f"--space {key}", text, "lo:hi, log:lo:hi, int:lo:hi or a,b,c")
-    _dim(key, spec, hints[name])  # validate now, before Ray starts
+    try:
+        _dim(key, spec, hints[name])  # validate now, before Ray starts
+    except ConfigError as e:  # name the flag the user typed, with the range as typed
+        raise ConfigError(f"--space {key}", text, e.allowed) from None
     return method, name, spec
 
 

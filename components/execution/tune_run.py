@@ -79,6 +79,7 @@ class TuneSettings:
             check(m in METHODS, "tune.methods", m, f"one of {METHODS.names()}")
             check(not METHODS[m].retrains, "tune.methods", m, "an unlearning method (not a gold retrain)")
         check(len(self.methods) >= 1, "tune.methods", self.methods, "one or more methods")
+        check(len(set(self.methods)) == len(self.methods), "tune.methods", self.methods, "distinct names")
         check(self.trials >= 1, "tune.trials", self.trials, "an integer >= 1")
         check(self.penalty >= 0, "tune.penalty", self.penalty, "a number >= 0")
         check(0 <= self.drop_tolerance < 1, "tune.drop_tolerance", self.drop_tolerance, "a number in [0, 1)")

@@ -89,4 +89,7 @@ def resumable(store: Store, sweeps: list[str], state_dir: Path, *, resume: bool,
                               "(start over)")
         verify_state(store, sweep, state_dir)
         restore.add(sweep)
+    if resume and not restore:
+        raise ConfigError("--resume", "given", f"sweep state to continue (none at {sweep_path(store, sweeps[0])}"
+                          f"{' …' if len(sweeps) > 1 else ''}; run without --resume to start)")
     return restore

@@ -31,16 +31,23 @@ def load_tuned(path: str | Path) -> dict:
     check(isinstance(doc, dict) and doc.get("format") == TUNED_FORMAT, "--tuned", str(path),
           f"a file written by pipelines/tune.py (format {TUNED_FORMAT})")
     check(isinstance(doc.get("tuned_seed"), int), "--tuned", str(path), "a file with an integer tuned_seed")
-    for m in doc.get("methods", {}):
-        check(m in METHODS, "--tuned", m, f"methods among {METHODS.names()}")
-    return doc
+    methods = doc.get("methods")
+    check(isinstance(methods, dict), "--tuned", str(path), "a file with a 'methods' mapping of method → {config: {...}}")
+    for m, entry in methods.items():
+        check(m in METHODS, "--tuned", f"{path}: {m}", f"methods among {METHODS.names()}")
+        check(isinstance(entry, dict) and isinstance(entry.get("config"), dict), "--tuned", f"{path}: {m}",
+              "an entry {\"config\": {field: value, ...}} per method")
+    return {**doc, "_path": str(path)}  # for error lines; not part of the format
 
 
 def apply_tuned(resolved: Resolved, doc: dict) -> Resolved:
     """Freeze the tuned configs into the method configs and keep only held-out seeds."""
     methods = dict(resolved.methods)
     for m, entry in doc["methods"].items():
-        methods[m] = override(methods[m], dict(entry["config"]), prefix=m)
+        try:
+            methods[m] = override(methods[m], dict(entry["config"]), prefix=m)
+        except ConfigError as e:  # the file is what the user gave: name it
+            raise ConfigError("--tuned", f"{doc.get('_path', 'file')}: {e.field}={e.value!r}", e.allowed) from None
     held_out = tuple(s for s in resolved.bench.seeds if s != doc["tuned_seed"])
     check(bool(held_out), "seeds", resolved.bench.seeds, f"seeds other than the tuning seed {doc['tuned_seed']}")
     return Resolved(dataclasses.replace(resolved.bench, seeds=held_out), methods)
