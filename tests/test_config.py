@@ -262,22 +262,11 @@ def test_parse_regime_refuses_bad_forms(spec):
 
 
 # ------------------------------------------------------------------------------------------ command line
+# the full bad-input table runs in-process (tests/test_bad_input.py); these rows prove the same through a real
+# interpreter, as a user sees it: one for argparse, one refused by config validation, one by preflight
 @pytest.mark.parametrize("args, words", [
-    (["--preset", "smoke", "--set", "sragu.tau=-1"], ["tau", "-1"]),
-    (["--preset", "nope"], ["preset", "nope"]),
-    (["--preset", "smoke", "--set", "models=vgg"], ["models", "vgg"]),
-    (["--preset", "smoke", "--set", "models=[vgg]"], ["models", "vgg"]),
-    # used to fail only at run time (61 s in), inside a Ray task, as an UnserializableException
-    (["--preset", "smoke", "--set", "regimes=[class:11]"], ["regimes=", "class:11", "[0, 9]", "mnist_5k"]),
-    # used to run zero cells, leave files behind and complain about an unrelated `table=`
-    (["--preset", "smoke", "--set", "methods=[]"], ["methods=", "one or more"]),
-    # used to be accepted: inf passes every range check written as a comparison
     (["--preset", "smoke", "--set", "sragu.tau=inf"], ["sragu.tau=", "inf", "finite"]),
-    # used to name internal fields (grid=, val_fraction=) instead of the keys typed
-    (["--preset", "smoke", "--set", "regimes=[]"], ["regimes=", "at least one"]),
-    (["--preset", "smoke", "--set", "data.val_fraction=2"], ["data.val_fraction=", "between 0 and 1"]),
-    (["--preset", "smoke", "--set", "regimes=[random:0]"], ["regimes=", "random:0", "(0, 1)"]),
-    (["--preset", "smoke", "--set", "train.epochs=3"], ["train.epochs=", "epochs.mlp"]),
+    (["--preset", "smoke", "--set", "regimes=[class:11]"], ["regimes=", "class:11", "[0, 9]", "mnist_5k"]),
     (["--preset", "smoke", "--resume"], ["unrecognized", "--resume"]),
 ])
 def test_command_line_bad_input_is_one_error_line_and_exit_2(tmp_path, args, words):

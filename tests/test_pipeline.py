@@ -13,6 +13,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from pathlib import Path
 
 import boto3
 import pyarrow.parquet as pq
@@ -183,7 +185,11 @@ def test_ray_job_submit_against_a_started_head(tmp_path):
     """`ray start --head`, then `ray job submit --working-dir .` exactly as the README says (on a head of its own,
     in a private temp dir, stopped by this test alone)."""
     gcs, dash = free_port(), free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{sys.prefix}/bin:{os.environ['PATH']}"}
+    # the head (and so the job's driver) holds canary credentials: the job API must never show them, which it
+    # would if the driver copied AWS_* into its runtime env
+    canary = f"canary-secret-{uuid.uuid4().hex}"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{sys.prefix}/bin:{os.environ['PATH']}",
+           "AWS_ACCESS_KEY_ID": "AKIACANARYJOB", "AWS_SECRET_ACCESS_KEY": canary, "AWS_DEFAULT_REGION": "us-east-1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     ray = f"{sys.prefix}/bin/ray"
     temp_dir = tempfile.mkdtemp(prefix="rayt", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
@@ -205,6 +211,13 @@ def test_ray_job_submit_against_a_started_head(tmp_path):
         listing = subprocess.run([ray, "job", "list", "--address", f"http://127.0.0.1:{dash}"],
                                  env=job_env, capture_output=True, text=True, timeout=60)
         assert "SUCCEEDED" in listing.stdout
+        detail = subprocess.run([ray, "list", "jobs", "--detail", "--address", f"http://127.0.0.1:{dash}"],
+                                env=job_env, capture_output=True, text=True, timeout=60)
+        assert detail.returncode == 0 and "us-east-1" in detail.stdout, detail.stderr[-2000:]  # the env is shown
+        assert canary not in listing.stdout + detail.stdout + sub.stdout + sub.stderr
+        leaked = [str(p) for p in Path(temp_dir).rglob("*") if p.is_file() and not p.is_symlink()
+                  and p.suffix in (".log", ".out", ".err", ".json") and canary.encode() in p.read_bytes()]
+        assert not leaked, leaked[:5]
         t = table(out)
         assert len(t) == 6 and (t.status == "ok").all()
         assert (t.git_revision == "unknown").all()  # the upload carries no .git (runtime_env excludes)

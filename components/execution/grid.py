@@ -6,6 +6,12 @@ one task that runs the method and scores it against its gold.  Upstream tasks ar
 first time a cell needs them, at most ``ray.max_in_flight`` cells are in flight, and results are handled
 in completion order (``ray.wait``).  Application errors are retried ``ray.max_retries`` times; a cell
 that still fails comes back as a ``status="failed"`` row carrying its error.
+
+Where it runs (:func:`init_ray`): the cluster ``ray.address`` or RAY_ADDRESS names, checked first (form,
+a 3 s TCP probe: :func:`ray_address`, also run by preflight); otherwise a local instance of the run's own,
+on 127.0.0.1 only, never a cluster an earlier ``ray start`` recorded under Ray's temp dir.  While the grid
+runs, the status line's "running" follows the cluster's alive CPUs, and when no cell finishes for
+``ray.stall_timeout_s`` seconds the cells left become failed ``stalled: ...`` rows (:func:`run_grid`).
 """
 
 from __future__ import annotations
@@ -15,18 +21,19 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import ray
 
 from sragu_core.errors import ConfigError
 
-from ..config import Resolved, TaskResources
+from ..config import RayConfig, Resolved, TaskResources
 from ..io.store import Store
 from .plan import Cell
 from .tasks import cell_task, forget_task, gold_task, original_task
 
-__all__ = ["FORWARDED_ENV", "Progress", "Upstream", "init_ray", "run_grid"]
+__all__ = ["FORWARDED_ENV", "Progress", "Upstream", "init_ray", "ray_address", "run_grid"]
 
 TASK_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
             "RAY_USAGE_STATS_ENABLED": "0"}
@@ -37,51 +44,117 @@ TASK_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREAD
 # a Kubernetes Secret), see infra/README.md.
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
                  "SRAGU_DATA_DIR")
+_TICK_S = 2.0  # how often run_grid wakes up without a result: refresh the slots, check for a stall
 
 
-def _reachable(address: str) -> None:
-    """A quick TCP probe of ``host:port`` (or ``ray://host:port``): ray.init would retry for minutes."""
-    if address in ("auto", "local"):
-        return
-    hostport = address.split("://", 1)[-1].rstrip("/")
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError("ray.address", address, "host:port, ray://host:port, auto or local")
+def _reachable(address: str, field: str = "ray.address", value: str | None = None, via: str = "") -> None:
+    """Check the form of ``host:port`` (or ``ray://host:port``) and probe it over TCP for 3 s: ray.init would
+    retry for minutes.  ``field``/``value``: what the error names (the key the user set, and what they typed);
+    ``via``: where ``address`` came from when it is not what they typed."""
+    value = address if value is None else value
+    scheme, _, hostport = address.rpartition("://")
+    host, _, port = hostport.rstrip("/").rpartition(":")
+    host = host.strip("[]")
+    if scheme not in ("", "ray") or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(field, value, "host:port, ray://host:port, auto or local")
     try:
         socket.create_connection((host, int(port)), timeout=3).close()
     except OSError as e:
-        raise ConfigError("ray.address", address, f"a reachable Ray cluster ({e.strerror or e})") from None
+        where = "" if value == address else f"{address}{via}: "
+        raise ConfigError(field, value, f"a reachable Ray cluster ({where}{e.strerror or e})") from None
+
+
+def ray_address(resolved: Resolved) -> str | None:
+    """The cluster this run joins, checked (form, and a 3 s TCP probe); None: start a local instance.
+
+    ``ray.address`` wins, else RAY_ADDRESS (``ray job submit`` sets it); neither, or ``local``, means a local
+    instance of this run's own, never the cluster some earlier ``ray start`` recorded.  ``auto`` means that
+    recorded cluster (``ray_current_cluster`` under Ray's temp dir, ``$RAY_TMPDIR/ray`` or ``/tmp/ray``), or
+    RAY_ADDRESS when set.  Each problem is one ConfigError, in seconds; ``ray.num_cpus`` only sizes a local
+    instance, so setting it together with a cluster is one too.
+    """
+    cfg = resolved.bench.ray
+    field, address = "ray.address", cfg.address
+    if address is None and os.environ.get("RAY_ADDRESS", "").strip():
+        field, address = "RAY_ADDRESS", os.environ["RAY_ADDRESS"].strip()
+    if address in (None, "local"):
+        return None
+    if cfg.num_cpus is not None:
+        raise ConfigError("ray.num_cpus", cfg.num_cpus, f"null when joining a cluster ({field}={address}): the "
+                                                        "cluster's nodes bring their own CPUs")
+    if address != "auto":
+        _reachable(address, field)
+        return address
+    recorded, via = os.environ.get("RAY_ADDRESS", "").strip(), " from RAY_ADDRESS"
+    if recorded in ("", "auto", "local"):
+        from ray._common.utils import get_ray_address_file
+        from ray._private.services import find_bootstrap_address
+
+        recorded = find_bootstrap_address(None)  # what `ray start` last recorded under the temp dir
+        via = f" recorded in {get_ray_address_file(None)}"
+        if not recorded:
+            raise ConfigError(field, address, f"a running cluster: none is{via} (start one with `ray start --head`, "
+                                              "or give host:port)")
+    _reachable(recorded, field, address, via)
+    return recorded
+
+
+@contextmanager
+def _loopback_node():
+    """While a local instance starts: let its node IP be 127.0.0.1.  Ray turns a loopback ``_node_ip_address``
+    into the machine's routable IP (and its servers bind to the node IP) unless multi-node clusters are off,
+    as on macOS and Windows; ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` does that, but only when set before Ray
+    is imported, so the constant it sets is switched here for the duration of ``ray.init``."""
+    from ray._private import ray_constants
+
+    old = getattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old
+
+
+def _cpus() -> float:
+    """The CPUs of the cluster's alive nodes now (Ray's view; a lost node no longer counts)."""
+    return float(ray.cluster_resources().get("CPU", 0.0))
 
 
 def init_ray(resolved: Resolved) -> str:
-    """Join the cluster (``ray.address``, else RAY_ADDRESS) or start a local instance.  Returns a label."""
+    """Join the cluster (:func:`ray_address`) or start a local instance on 127.0.0.1.  Returns a label:
+    ``cluster <address> (<n> CPUs)`` or ``local (<n> CPUs, 127.0.0.1, session <session dir>)``."""
     cfg = resolved.bench.ray
     env = dict(TASK_ENV)
     env.update({k: os.environ[k] for k in FORWARDED_ENV if k in os.environ})
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    address = ray_address(resolved)
     if address:
         # inside `ray job submit` the job already has a runtime env (working_dir, excludes); merge ours into
         # it rather than refuse (Ray's documented switch; our env vars win on a clash)
         os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
-        _reachable(address)
         try:
             ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            raise ConfigError("ray.address", address, f"a reachable Ray cluster ({first})") from None
-        return f"cluster {address}"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            field, value = ("ray.address", cfg.address) if cfg.address else ("RAY_ADDRESS", address)
+            raise ConfigError(field, value, f"a reachable Ray cluster ({first})") from None
+        return f"cluster {address} ({_cpus():g} CPUs)"
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-    ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=False)
-    return f"local ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
+    with _loopback_node():
+        # address="local": a new instance even when `ray start` recorded a cluster under the same temp dir
+        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 runtime_env={"env_vars": env}, log_to_driver=False)
+    node = ray._private.worker.global_worker.node
+    return f"local ({_cpus():g} CPUs, {node.node_ip_address}, session {node.get_session_dir_path()})"
 
 
 @dataclass
 class Progress:
     """One status line: cells done/total, running, queued, failed, cached, elapsed and ETA.
 
-    ``in_flight`` cells have been submitted and not finished; of those at most ``slots`` (the cluster's
-    CPUs divided by a cell's ``num_cpus``) can be running at once, the rest wait in Ray's queue.
+    ``in_flight`` cells have been submitted and not finished; of those at most ``slots`` (the CPUs of the
+    cluster's alive nodes divided by a cell's ``num_cpus``, recomputed as the grid runs, 0 when no CPU is
+    left) can be running at once, the rest wait in Ray's queue.
     """
 
     total: int
@@ -155,34 +228,92 @@ def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict
              progress: Progress) -> list[dict]:
     """Run ``cells`` on the connected Ray cluster; calls ``on_result(cell, result)`` as each finishes.
 
-    ``extra(cell)`` gives columns the driver adds to that cell's row (code version, tuning marks).
+    ``extra(cell)`` gives columns the driver adds to that cell's row (code version, tuning marks).  When no
+    cell finishes (ok or failed) for ``ray.stall_timeout_s`` seconds (0: wait forever), say a cluster that
+    lost its nodes, the run stops waiting: the cells in flight are cancelled, one ``stalled: ...`` line is
+    printed, and every cell not finished comes back as a failed row with that error (``on_result`` is called
+    for each), so the caller reports what finished and exits 1.
     """
     cfg = resolved.bench.ray
     r_cell = ray.remote(cell_task).options(**_opts(cfg.cell, cfg.max_retries))
     upstream = Upstream(resolved, store, datasets, cells)
-    cpus = ray.cluster_resources().get("CPU", 1.0)
-    progress.slots = max(1, int(cpus // cfg.cell.num_cpus))
+    progress.slots = _slots(cfg.cell.num_cpus, progress.slots)
     queue = list(cells)
     inflight: dict[ray.ObjectRef, Cell] = {}
     rows: list[dict] = []
+    stall = cfg.stall_timeout_s
+    last = time.monotonic()  # when a cell last finished (or the grid started)
     while queue or inflight:
         while queue and len(inflight) < cfg.max_in_flight:
             c = queue.pop(0)
             ds, o, f, g = upstream(c)
             inflight[r_cell.remote(store, c, ds, upstream.bench, o, f, g, extra(c))] = c
         progress.in_flight = len(inflight)
-        done, _ = ray.wait(list(inflight), num_returns=1)
+        timeout = _TICK_S if not stall else max(0.0, min(_TICK_S, last + stall - time.monotonic()))
+        done, _ = ray.wait(list(inflight), num_returns=1, timeout=timeout)
+        slots = _slots(cfg.cell.num_cpus, progress.slots)
+        if slots != progress.slots:  # a node joined or was lost: the status line says so
+            progress.slots = slots
+            if not done:
+                progress.show()
+        if not done:
+            if stall and time.monotonic() - last >= stall:
+                rows += _stalled(cfg, inflight, queue, extra, on_result, progress)
+                break
+            continue
         for ref in done:
             c = inflight.pop(ref)
             try:
                 result = ray.get(ref)
                 progress.done += 1
             except Exception as e:  # noqa: BLE001 — recorded as a failed cell; the grid goes on
-                result = {"row": {**c.coords(), **extra(c), "status": "failed", "error": _error(e)},
-                          "alpha_omega": None, "epoch_trace": []}
+                result = _failed(c, extra, _error(e))
                 progress.failed += 1
             rows.append(result["row"])
             progress.in_flight = len(inflight)
             on_result(c, result)
             progress.show()
+        last = time.monotonic()
+    return rows
+
+
+def _slots(cell_cpus: float, current: int) -> int:
+    """Cells that can run at once on the cluster's alive nodes; ``current`` when Ray cannot say right now."""
+    try:
+        return int(_cpus() // cell_cpus)
+    except Exception:  # noqa: BLE001 — a status-line nicety; a GCS hiccup must not end the run
+        return current
+
+
+def _failed(c: Cell, extra: Callable[[Cell], dict], error: str) -> dict:
+    return {"row": {**c.coords(), **extra(c), "status": "failed", "error": error}, "alpha_omega": None,
+            "epoch_trace": []}
+
+
+def _stalled(cfg: RayConfig, inflight: dict, queue: list[Cell], extra: Callable[[Cell], dict],
+             on_result: Callable[[Cell, dict], None], progress: Progress) -> list[dict]:
+    """Give up on the cells left: cancel those in flight, print one line, return them as failed rows."""
+    for ref in inflight:
+        try:
+            ray.cancel(ref, force=True)
+        except Exception:  # noqa: BLE001, S110 — best effort: the driver's shutdown ends its tasks anyway
+            pass
+    try:
+        cpus = f"{_cpus():g}"
+    except Exception:  # noqa: BLE001
+        cpus = "unknown"
+    left = [*inflight.values(), *queue]
+    inflight.clear()
+    queue.clear()
+    why = (f"stalled: no cell finished in {cfg.stall_timeout_s:g} s (ray.stall_timeout_s={cfg.stall_timeout_s:g}); "
+           f"the cluster has {cpus} CPUs, a cell needs {cfg.cell.num_cpus:g}")
+    print(f"{why}; {len(left)} cell{'s' if len(left) != 1 else ''} not run", file=progress.stream, flush=True)
+    progress.in_flight = 0
+    rows = []
+    for c in left:
+        result = _failed(c, extra, why)
+        progress.failed += 1
+        rows.append(result["row"])
+        on_result(c, result)
+    progress.show()
     return rows

@@ -32,7 +32,8 @@ def load_tuned(path: str | Path) -> dict:
           f"a file written by pipelines/tune.py (format {TUNED_FORMAT})")
     check(isinstance(doc.get("tuned_seed"), int), "--tuned", str(path), "a file with an integer tuned_seed")
     methods = doc.get("methods")
-    check(isinstance(methods, dict), "--tuned", str(path), "a file with a 'methods' mapping of method → {config: {...}}")
+    check(isinstance(methods, dict), "--tuned", str(path),
+          "a file with a 'methods' mapping of method → {config: {...}}")
     for m, entry in methods.items():
         check(m in METHODS, "--tuned", f"{path}: {m}", f"methods among {METHODS.names()}")
         check(isinstance(entry, dict) and isinstance(entry.get("config"), dict), "--tuned", f"{path}: {m}",
