@@ -65,7 +65,8 @@ def test_spaces_come_from_the_typed_configs():
 def test_bad_search_spaces_are_config_errors(key, text, field):
     with pytest.raises(ConfigError) as e:
         parse_space_override(key, text)
-    assert e.value.field.startswith(field)
+    assert e.value.field in ("--space", f"--space {field}")  # the flag the user typed (then the key)
+    assert field in str(e.value)
 
 
 def test_space_override_narrows_a_range():
@@ -240,7 +241,7 @@ def _finished(exp):
 @pytest.mark.slow
 @pytest.mark.service
 def test_interrupted_sweep_resumes(tmp_path):
-    args = ["--tune", "methods=[agu]", "--tune", "trials=12", "--tune", "max_concurrent=1"]
+    args = ["--tune", "methods=[agu]", "--tune", "trials=6", "--tune", "max_concurrent=1"]
     proc = tune(tmp_path, *args, popen=True)
     exp = tmp_path / "out" / "store" / "tune" / "tune-smoke-s1000-agu"
     deadline = time.monotonic() + 400
@@ -254,7 +255,7 @@ def test_interrupted_sweep_resumes(tmp_path):
     assert proc.returncode != 0 and "interrupted" in out, out[-3000:]
     assert not (tmp_path / "out" / "tuned-smoke.json").exists()
     first = _finished(exp)
-    assert 2 <= len(first) < 12
+    assert 2 <= len(first) < 6
 
     # the state is never resumed silently, and never after it changed since this machine recorded it
     r = tune(tmp_path, *args)
@@ -271,9 +272,9 @@ def test_interrupted_sweep_resumes(tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert "resuming" in r.stdout
     doc = json.loads((tmp_path / "out" / "tuned-smoke.json").read_text())
-    assert doc["methods"]["agu"]["trials"] == 12
+    assert doc["methods"]["agu"]["trials"] == 6
     finished = _finished(exp)
-    assert len(finished) == 12
+    assert len(finished) == 6
     for name, text in first.items():  # trials finished before the interruption were kept, not re-run
         assert finished[name] == text
 

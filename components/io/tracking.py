@@ -118,9 +118,6 @@ class Tracker:
         / ``_PASSWORD``, unless already set), so the URI that is logged, printed and shown in links is clean."""
         self.tracking_uri, self.experiment = _credentials_to_env(tracking_uri), experiment
         self._sqlite = _sqlite_path(tracking_uri)
-        if not self._sqlite:
-            for k, v in HTTP_BOUNDS.items():
-                os.environ.setdefault(k, v)
         # A server chooses its own artifact store (mlflow-artifacts:/ proxy); a SQLite backend would
         # otherwise put artifacts in ./mlruns of whatever directory the driver was started from.
         root = None
@@ -353,6 +350,9 @@ class TrackedRun:
 
     def __init__(self, tracker: Tracker, run_name: str, config: dict, tags: dict, *, stream=None):
         self.tracker, self.stream = tracker, stream or sys.stdout
+        if not tracker._sqlite:  # MLflow reads these per request; the process is this run's driver
+            for k, v in HTTP_BOUNDS.items():
+                os.environ.setdefault(k, v)
         self.run_name, self.config, self.tags = run_name, config, tags
         self.parent = ParentRun("")
         self.error: str | None = None
