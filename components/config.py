@@ -106,8 +106,9 @@ class BenchmarkConfig:
     models: tuple[str, ...] = ("mlp",)
     seeds: tuple[int, ...] = (0,)
     regimes: tuple[str, ...] = ("random:0.1",)
+    # the noise floor, the method under test and its baseline, then the competitors researchers report
     methods: tuple[str, ...] = ("retrain_indep", "agu", "sragu", "grad_ascent", "finetune", "neggrad_plus",
-                                "random_label")
+                                "random_label", "salun", "scrub", "ssd", "l1_sparse")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)  # the original's recipe; its epochs come from `epochs`

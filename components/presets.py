@@ -51,7 +51,7 @@ def _smoke() -> BenchmarkConfig:
 
 
 def _default() -> BenchmarkConfig:
-    """`make bench`: mnist_5k, mlp and cnn_small, 3 seeds, five regimes, seven methods (~13 min here)."""
+    """`make bench`: mnist_5k, mlp and cnn_small, 3 seeds, five regimes, eleven methods."""
     return BenchmarkConfig(name="default", models=("mlp", "cnn_small"), seeds=(0, 1, 2),
                            regimes=("random:0.1", "random:0.5", "class:3", "top_sensitivity:0.1", "high_loss:0.1"))
 

@@ -26,6 +26,11 @@ FAST = {
     "agu": {"max_iters": 3, "leakage_stop": "none", "batch_size": 8},
     "grad_ascent": {"max_iters": 3, "leakage_stop": "none", "batch_size": 8},
     "sragu": {"max_iters": 3, "leakage_stop": "none", "batch_size": 8},
+    # the competitors of issue 9, one line each
+    "salun": {"epochs": 2, "batch_size": 32},
+    "l1_sparse": {"epochs": 2, "batch_size": 32},
+    "scrub": {"epochs": 2, "batch_size": 32, "forget_batch_size": 8},
+    "ssd": {"batch_size": 8},
 }
 
 
@@ -50,7 +55,7 @@ def _state(m):
 
 def test_registry_has_every_spec_method():
     assert set(METHODS.names()) >= {"retrain", "retrain_indep", "agu", "sragu", "finetune", "grad_ascent",
-                                    "neggrad_plus", "random_label"}
+                                    "neggrad_plus", "random_label", "salun", "scrub", "ssd", "l1_sparse"}
     with pytest.raises(ConfigError, match="method='nope'.*one of"):
         METHODS["nope"]
     with pytest.raises(ValueError, match="already registered"):
