@@ -4,12 +4,12 @@ Through Selective Synaptic Dampening", AAAI 2024).
 No gradient steps.  At θ0, in eval mode, the diagonal of the Fisher information ("importance") of every
 parameter entry is estimated on the forget set and on the full training set D = D_r ∪ D_f:
 
-    []_S = (1/|B_S|) Σ_{b ∈ B_S} (∂ CE_b / ∂θ)²        CE_b the mean cross-entropy of minibatch b of S,
+    I_S = (1/|B_S|) Σ_{b ∈ B_S} (∂ CE_b / ∂θ)²        CE_b the mean cross-entropy of minibatch b of S,
 
 i.e. the mean over minibatches of the squared minibatch gradient.  Then every entry whose forget importance
 exceeds α times its full importance is dampened, all others are left bit-identical:
 
-    θ_i ← β_i · θ_i   where []_Df,i > α · []_D,i,   β_i = min(λ · []_D,i / []_Df,i, 1)
+    θ_i ← β_i · θ_i   where I_Df,i > α · I_D,i,   β_i = min(λ · I_D,i / I_Df,i, 1)
 
 (α: "selection weighting", λ: "dampening constant").  Both importances are computed before any entry is
 changed, so the dampening of one layer never affects the importances of another.  Touches D_f and D_r (as D).
