@@ -14,22 +14,30 @@ rule".  It supplies those as a :class:`LoopSpec`; :func:`run_loop` does the rest
 
 All randomness (batch order, random labels) comes from ``torch.Generator`` objects seeded by the caller,
 so a method is deterministic for a seed on a given device.
+
+:func:`frozen_norm` keeps normalisation layers with running statistics (BatchNorm) in eval mode while an
+unlearning method runs, although the loop calls ``model.train()`` every epoch: otherwise their running
+mean/variance would be re-estimated on forget-only batches (docs/design.md §4).
 """
 
 from __future__ import annotations
 
 import math
 import time
+import types
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.modules.batchnorm import _NormBase
 
 from .data import Split
 
-__all__ = ["Trace", "MethodResult", "LoopSpec", "run_loop", "minibatches", "split_stats", "seeded"]
+__all__ = ["Trace", "MethodResult", "LoopSpec", "run_loop", "minibatches", "split_stats", "seeded", "frozen_norm",
+           "unfreeze_norm"]
 
 
 @dataclass
@@ -96,6 +104,52 @@ def split_stats(model: nn.Module, split: Split, batch_size: int = 1024) -> tuple
     model.train(was)
     n = max(len(split), 1)
     return total_loss / n, correct / n
+
+
+_REQUESTED = "_frozen_norm_requested"  # the mode last asked of a frozen layer, restored when it is unfrozen
+
+
+def _stay_eval(self: nn.Module, mode: bool = True) -> nn.Module:
+    """A frozen norm layer's ``train``: remembers the requested mode, stays in eval mode."""
+    self.__dict__[_REQUESTED] = bool(mode)
+    self.training = False
+    return self
+
+
+def _has_running_stats(m: nn.Module) -> bool:
+    return isinstance(m, _NormBase) and (m.running_mean is not None or m.running_var is not None)
+
+
+def _unfreeze(m: nn.Module) -> None:
+    m.training = m.__dict__.pop(_REQUESTED)
+    m.__dict__.pop("train", None)
+
+
+def unfreeze_norm(model: nn.Module) -> nn.Module:
+    """Remove :func:`frozen_norm`'s patch from every layer of ``model`` (also from a deep copy made while frozen,
+    which carries the patch bound to the copy); each layer gets the mode last requested of it."""
+    for m in model.modules():
+        if _REQUESTED in m.__dict__:
+            _unfreeze(m)
+    return model
+
+
+@contextmanager
+def frozen_norm(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+    """Inside the block, every norm layer of ``model`` with running statistics (``_NormBase``: BatchNorm1d/2d/3d,
+    SyncBatchNorm, InstanceNorm with ``track_running_stats``) is in eval mode and stays there whatever
+    ``train()`` calls reach it: it normalises with its running statistics and never updates them.  The patch
+    (an instance ``train`` attribute) is removed on exit and each layer gets the mode last requested of it."""
+    frozen = [m for m in model.modules() if _has_running_stats(m) and _REQUESTED not in m.__dict__] if enabled else []
+    for m in frozen:
+        m.__dict__[_REQUESTED] = m.training
+        m.train = types.MethodType(_stay_eval, m)  # a plain attribute: nn.Module.__setattr__ stores it in __dict__
+        m.training = False
+    try:
+        yield model
+    finally:
+        for m in frozen:
+            _unfreeze(m)
 
 
 def _finite(model: nn.Module) -> bool:

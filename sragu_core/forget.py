@@ -10,9 +10,24 @@ Regimes, each deterministic for (training labels, regime, parameters, seed[, θ0
   ``low_margin`` (smallest logit margin z_y − max_{k≠y} z_k — boundary points),
   ``class_concentrated`` (all of ``classes[0]`` plus ``neighbor_fraction`` of the class θ0 confuses it
   with most, taking the neighbour points θ0 rates most like ``classes[0]``).
+* fitted variants ``high_loss_fitted``, ``low_margin_fitted``, ``top_sensitivity_fitted``: the same score,
+  restricted to the training points θ0 classifies correctly ("correct but low-confidence"), taking
+  round(fraction·n) of them (n = training-set size).  On an under-fit θ0 the plain rules pick points θ0 never
+  learned — hard to learn, not hard to unlearn; a θ0 that fits fewer points than that is a ConfigError.
+
+θ0 always scores in eval mode, and every module's train/eval flag is restored afterwards (no BatchNorm
+running statistic is touched): selection neither depends on nor changes the model's state.
 
 Returns sorted indices into the training split and a manifest (regime, parameters, seed, size, class
-histogram, content hash of the indices) that the pipeline stores next to them.
+histogram, content hash of the indices) that the pipeline stores next to them.  Given held-out data
+(``heldout``, the pipeline passes D_test), the **same rule** is applied to it with θ0, and those points are
+the membership attack's non-members (``ForgetSet.nonmember_indices``; ``mia_auc`` in
+:mod:`sragu_core.evaluate`): random → a random ``fraction`` of D_test, class → D_test's points of the
+classes, high_loss → θ0's highest-loss ``fraction`` of D_test, and so on.  A random sample of D_test would
+make the attack measure the selection's shift (a class deletion's gold scored mia_auc 0.045 against it)
+instead of membership.  When the rule picks no held-out point (or cannot apply, e.g. θ0 fits too few test
+points for a fitted variant), a random sample of |D_f| test points stands in; the manifest's
+``nonmember_rule`` says which (``same_selection_on_test`` or ``random_fallback``).
 """
 
 from __future__ import annotations
@@ -29,6 +44,7 @@ from torch.nn import functional as F
 
 from .data import Split
 from .errors import ConfigError, check
+from .metrics import size_matched
 from .registry import Registry
 
 __all__ = ["ForgetConfig", "ForgetSet", "RegimeSpec", "REGIMES", "register_regime", "parse_regime",
@@ -121,6 +137,7 @@ def parse_regime(text: str) -> ForgetConfig:
 class ForgetSet:
     indices: torch.Tensor  # sorted int64 indices into the training split
     manifest: dict
+    nonmember_indices: torch.Tensor | None = None  # sorted int64 indices into the held-out split (MIA non-members)
 
 
 @torch.no_grad()
@@ -147,13 +164,15 @@ def _grad_norms(model: nn.Module, train: Split, device, batch_size: int = 256) -
 
 @contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """θ0 scores points in eval mode; its train/eval state is restored (selection never changes it)."""
-    was = model.training
+    """θ0 scores points in eval mode; every module's own train/eval flag is restored afterwards (a model in a
+    mixed state stays mixed), so selection never changes it."""
+    was = {m: m.training for m in model.modules()}
     model.eval()
     try:
         yield
     finally:
-        model.train(was)
+        for m, flag in was.items():
+            m.training = flag
 
 
 def _loss(model: nn.Module, train: Split, device) -> torch.Tensor:
@@ -227,6 +246,30 @@ register_regime("high_loss", needs_model=True)(_top_fraction("high_loss"))
 register_regime("low_margin", needs_model=True)(_top_fraction("low_margin"))
 
 
+@torch.no_grad()
+def _fitted(model: nn.Module, split: Split, device) -> torch.Tensor:
+    """Indices of the points θ0 classifies correctly (argmax of its logits, eval mode)."""
+    with _eval_mode(model):
+        hit = _logits(model, split.x, device).argmax(1) == split.y.cpu()
+    return torch.nonzero(hit).squeeze(1)
+
+
+def _top_fitted_fraction(regime: str):
+    def select(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: int, model, device) -> torch.Tensor:
+        k, fitted = round(cfg.fraction * len(train)), _fitted(model, train, device)
+        check(len(fitted) >= k, "forget.fraction", cfg.fraction,
+              f"at most {len(fitted)}/{len(train)} for {regime}_fitted: θ0 classifies only {len(fitted)} of the "
+              f"{len(train)} points correctly, fewer than round(fraction·n) = {k} (or use {regime})")
+        return fitted[_top(per_sample_scores(model, train.subset(fitted), regime, device=device), k)]
+    select.__doc__ = (f"round(``fraction``·n) points with θ0's highest {regime} score among those θ0 classifies "
+                      "correctly.")
+    return select
+
+
+for _regime in ("high_loss", "low_margin", "top_sensitivity"):
+    register_regime(f"{_regime}_fitted", needs_model=True)(_top_fitted_fraction(_regime))
+
+
 @register_regime("class_concentrated", needs_model=True, by_class=True,
                  syntax="<class>:<neighbour fraction>", example="3:0.5", parse=_class_and_neighbour,
                  label=lambda cfg: f"class_concentrated_{cfg.classes[0]}")
@@ -250,9 +293,31 @@ def _class_concentrated(cfg: ForgetConfig, train: Split, num_classes: int, *, se
 
 
 # ------------------------------------------------------------------------------------------ selection
+def _nonmembers(cfg: ForgetConfig, heldout: Split, num_classes: int, *, seed: int, model: nn.Module | None,
+                device, size: int) -> tuple[torch.Tensor, dict]:
+    """The same selection rule on held-out data (the attack's non-members), or ``size`` random held-out points
+    when the rule picks none there; returns sorted indices and the manifest entries that say which."""
+    reason = None
+    try:
+        idx = cfg.spec.select(cfg, heldout, num_classes, seed=seed, model=model, device=device)
+    except ConfigError as e:  # e.g. θ0 fits fewer test points than a fitted variant takes
+        idx, reason = torch.empty(0, dtype=torch.int64), str(e)
+    info = {"nonmember_rule": "same_selection_on_test"}
+    if len(idx) == 0:  # the attack's former non-members: a size-matched random sample of D_test
+        idx = size_matched(size, len(heldout), seed)
+        info = {"nonmember_rule": "random_fallback",
+                "nonmember_fallback_reason": reason or f"regime {cfg.regime} selects no held-out point"}
+    idx = torch.sort(idx.to(torch.int64)).values
+    return idx, {"nonmember_size": len(idx), **info}
+
+
 def select_forget(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: int,
-                  model: nn.Module | None = None, device: torch.device | str = "cpu") -> ForgetSet:
-    """Pick the forget set for ``cfg`` from ``train``; regimes that score with θ0 need it as ``model``."""
+                  model: nn.Module | None = None, device: torch.device | str = "cpu",
+                  heldout: Split | None = None) -> ForgetSet:
+    """Pick the forget set for ``cfg`` from ``train``; regimes that score with θ0 need it as ``model``.
+
+    With ``heldout`` (D_test), the same rule picks the membership attack's non-members from it too
+    (``nonmember_indices``, indices into ``heldout``; module docstring)."""
     spec = cfg.spec
     n = len(train)
     if spec.needs_model and model is None:
@@ -267,7 +332,12 @@ def select_forget(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: in
     digest = hashlib.sha256(idx.numpy().tobytes()).hexdigest()[:16]
     manifest = {"regime": cfg.regime, "label": cfg.label(), "params": asdict(cfg), "seed": seed,
                 "size": len(idx), "train_size": n, "class_histogram": hist, "content_hash": digest}
-    return ForgetSet(idx, manifest)
+    nonmembers = None
+    if heldout is not None:
+        nonmembers, info = _nonmembers(cfg, heldout, num_classes, seed=seed, model=model, device=device,
+                                       size=len(idx))
+        manifest.update(info)
+    return ForgetSet(idx, manifest, nonmembers)
 
 
 def retain_indices(n: int, forget_idx: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,10 @@ Retrain alignment on a query set Q (default D_f; suffix ``_test`` = Q is D_test)
   kl_to_gold = mean Σ_c p_g log(p_g / p_u), both clamped to ≥ eps (no renormalisation)
   js         = mean ½KL(p_u‖m) + ½KL(p_g‖m), m = (p_u + p_g)/2, natural log   ∈ [0, ln 2]
 Leakage (membership inference; the forget points are the should-be-forgotten "members")
-  mia_auc      = ROC-AUC (sklearn) of score −loss, members D_f (label 1) vs. non-members a size-matched
-                 random sample of D_test (``size_matched``); 0.5 = no leakage; closer_to_gold.
+  mia_auc      = ROC-AUC (sklearn) of score −loss, members D_f (label 1) vs. non-members drawn from D_f's own
+                 distribution: the forget set's selection rule applied to D_test with θ0 (``select_forget``'s
+                 ``heldout``; a size-matched random sample, ``size_matched``, when it picks none);
+                 0.5 = no leakage; closer_to_gold.
   mia_gap      = |mia_auc(u) − mia_auc(gold)| (lower).
   mia_efficacy = SalUn's SVC "confidence" attack (Fan et al., "SalUn: Empowering Machine Unlearning via
                  Gradient-based Weight Saliency", ICLR 2024, ``evaluation/SVC_MIA.py``): feature p[y];
@@ -176,8 +178,9 @@ def size_matched(n: int, pool_size: int, seed: int) -> torch.Tensor:
 def mia_auc(forget_losses: torch.Tensor, nonmember_losses: torch.Tensor) -> float:
     """Loss-threshold membership attack: ROC-AUC of score −loss, members (label 1) = D_f.
 
-    0.5 means forget points are indistinguishable from unseen test points; the caller passes a
-    size-matched test sample (``size_matched``). Non-finite losses (a diverged model) give nan.
+    0.5 means forget points are indistinguishable from unseen test points; the caller passes test points
+    drawn like D_f (the forget rule applied to D_test), or a size-matched random test sample
+    (``size_matched``). Non-finite losses (a diverged model) give nan.
     """
     for name, t in (("forget_losses", forget_losses), ("nonmember_losses", nonmember_losses)):
         check(isinstance(t, torch.Tensor) and t.dim() == 1 and t.shape[0] > 0, name,

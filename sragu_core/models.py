@@ -1,7 +1,21 @@
-"""Model zoo of the benchmark: ``mlp``, ``cnn_small`` and a CIFAR ``resnet18``, behind one registry.
+"""Model zoo of the benchmark: ``mlp``, ``mlp_deep``, ``mlp_planted``, ``cnn_small`` and a CIFAR ``resnet18``,
+behind one registry.
 
 * ``mlp``: AGU's MNIST network, 784-128-64-10 by default (``mlp_hidden`` sets the widths); flattens any
   input, so it runs on every dataset.
+* ``mlp_deep``: flatten · (Linear(→W) · ReLU) × ``deep_layers`` · Linear(W→classes), W = ``deep_width``;
+  784-512-512-512-512-10 on MNIST by default: four layers with ≥ 512 eigenvalues each, so their α are
+  well-determined fits (the output layer's 10 eigenvalues are not), and enough capacity to interpolate
+  mnist_5k — a model with something to unlearn.
+* ``mlp_planted``: ``mlp_deep`` with one Linear layer (``planted_layer``, its index among the Linear
+  layers, 0 = the first) **held at its initialisation while θ0 and the gold are trained**: planted spectral
+  heterogeneity.  Measured on mnist_5k after its 40 epochs, the held 512×512 layer keeps its init's
+  random-like α (8.3, 6.0, 14.6 for seeds 0, 1, 2: a random matrix has no clean power-law tail, so the fit is
+  large and noisy) while the trained hidden layers settle at 2.9–3.2.  The model carries ``held_at_init``,
+  the names of the held parameters (e.g. ``("5.weight", "5.bias")``); :func:`sragu_core.training.train` —
+  the original's recipe, which the gold retrains (``retrain``, ``retrain_indep``) also run — turns their
+  ``requires_grad`` off while it trains and restores it afterwards.  Nothing else reads the attribute, so
+  unlearning methods *can* move the layer.
 * ``cnn_small``: AGU's small CIFAR CNN — conv(C→32, 3×3) · ReLU · maxpool · conv(32→64) · ReLU · maxpool ·
   fc(→128) · ReLU · fc(→classes) — with the first fc sized from the input shape, so it runs on 28×28 MNIST,
   8×8 digits and 32×32 CIFAR alike.
@@ -32,6 +46,9 @@ class ModelConfig:
     cnn_channels: tuple[int, int] = (32, 64)
     cnn_fc: int = 128
     resnet_width: int = 64
+    deep_width: int = 512  # mlp_deep / mlp_planted: width of every hidden layer
+    deep_layers: int = 4  # mlp_deep / mlp_planted: number of hidden layers
+    planted_layer: int = 2  # mlp_planted: index among the Linear layers (0..deep_layers) held at its init
 
     def __post_init__(self):
         check(self.name in MODELS, "model.name", self.name, f"one of {MODELS.names()}")
@@ -41,19 +58,39 @@ class ModelConfig:
               "model.cnn_channels", self.cnn_channels, "two positive channel counts")
         check(self.cnn_fc > 0, "model.cnn_fc", self.cnn_fc, "a positive width")
         check(self.resnet_width > 0, "model.resnet_width", self.resnet_width, "a positive width")
+        check(self.deep_width > 0, "model.deep_width", self.deep_width, "a positive width")
+        check(self.deep_layers >= 1, "model.deep_layers", self.deep_layers, "an integer >= 1")
+        check(0 <= self.planted_layer <= self.deep_layers, "model.planted_layer", self.planted_layer,
+              f"an index among the {self.deep_layers + 1} Linear layers: 0..deep_layers ({self.deep_layers})")
 
 
 Builder = Callable[[ModelConfig, tuple[int, ...], int], nn.Module]
 MODELS: Registry[Builder] = Registry("model")
 
 
-def _mlp(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    dims = [int(torch.tensor(input_shape).prod()), *cfg.mlp_hidden]
+def _mlp_of(input_shape: tuple[int, ...], hidden: tuple[int, ...], num_classes: int) -> nn.Sequential:
+    """flatten · (Linear · ReLU) per hidden width · Linear(→classes); Linear i sits at position 1 + 2i."""
+    dims = [int(torch.tensor(input_shape).prod()), *hidden]
     layers: list[nn.Module] = [nn.Flatten()]
     for a, b in zip(dims[:-1], dims[1:]):
         layers += [nn.Linear(a, b), nn.ReLU()]
     layers.append(nn.Linear(dims[-1], num_classes))
     return nn.Sequential(*layers)
+
+
+def _mlp(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return _mlp_of(input_shape, cfg.mlp_hidden, num_classes)
+
+
+def _mlp_deep(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return _mlp_of(input_shape, (cfg.deep_width,) * cfg.deep_layers, num_classes)
+
+
+def _mlp_planted(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    model = _mlp_of(input_shape, (cfg.deep_width,) * cfg.deep_layers, num_classes)
+    pos = 1 + 2 * cfg.planted_layer  # position of the planted Linear in the Sequential
+    model.held_at_init = (f"{pos}.weight", f"{pos}.bias")  # read by training.train (module docstring)
+    return model
 
 
 def _cnn_small(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -114,6 +151,8 @@ def _image_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
 
 
 MODELS.register("mlp", _mlp)
+MODELS.register("mlp_deep", _mlp_deep)
+MODELS.register("mlp_planted", _mlp_planted)
 MODELS.register("cnn_small", _cnn_small)
 MODELS.register("resnet18", _resnet18)
 

@@ -10,19 +10,25 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
 
+from components.execution.artifacts import ForgetArtifact
+from components.execution.compute import cell_inputs
 from components.report.metric_doc import metrics_markdown
-from sragu_core.data import Split, UnlearnData
+from sragu_core import metrics as M
+from sragu_core.data import DatasetSplits, Split, UnlearnData
 from sragu_core.evaluate import (
     DIRECTIONS,
     METRICS,
     VIEWS,
     CellSplits,
+    ModelView,
+    Predictions,
     evaluate_cell,
     gold_reference,
     metrics_in,
@@ -118,3 +124,68 @@ def test_registry_entries_are_well_formed():
 def test_docs_metrics_md_is_the_registry():
     assert (ROOT / "docs" / "metrics.md").read_text() == metrics_markdown(), \
         "docs/metrics.md is stale: python -m components.report.metric_doc > docs/metrics.md"
+
+
+# ------------------------------------------------------------------ MIA non-members from D_f's own distribution
+def _class_losses(y: torch.Tensor, forgotten: int, seed: int) -> torch.Tensor:
+    """Per-sample losses of a model that never learned class ``forgotten`` (the gold of a class deletion):
+    high on that class, low elsewhere, with the same law for training and test points."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(len(y), generator=g).abs()
+    return torch.where(y == forgotten, 2.0 + base, 0.05 * base)
+
+
+def _predictions(losses: dict[str, torch.Tensor]) -> Predictions:
+    return Predictions({k: torch.full((len(v), 10), 0.1) for k, v in losses.items()}, losses)
+
+
+def test_mia_auc_against_same_rule_nonmembers_is_chance_when_forget_points_look_like_them():
+    train_split, test = _blobs(4000, 1), _blobs(2000, 3)
+    fs = select_forget(ForgetConfig("class", classes=(3,)), train_split, 10, seed=0, heldout=test)
+    # the non-members of a class deletion: exactly D_test's points of the class
+    assert fs.nonmember_indices.tolist() == torch.nonzero(test.y == 3).squeeze(1).tolist()
+    assert fs.manifest["nonmember_rule"] == "same_selection_on_test"
+    f, r = train_split.subset(fs.indices), train_split.subset(retain_indices(4000, fs.indices))
+    losses = {"forget": _class_losses(f.y, 3, 1), "retain": _class_losses(r.y, 3, 2),
+              "test": _class_losses(test.y, 3, 3), "val": torch.zeros(1)}
+    new = CellSplits(f, r, test, test, class_deletion=True, mia_nonmembers=fs.nonmember_indices)
+    old = CellSplits(f, r, test, test, class_deletion=True)  # no non-members: the old size-matched sample
+    auc = METRICS["mia_auc"].compute
+    new_auc, old_auc = auc(ModelView(_predictions(losses), new, 0)), auc(ModelView(_predictions(losses), old, 0))
+    # forget and same-class test points share one loss law: chance (sd ≈ 0.025 with 400 vs 200 points) ...
+    assert abs(new_auc - 0.5) < 0.08, new_auc
+    # ... while against a random test sample the attack only sees that class 3 is hard: far from 0.5
+    assert old_auc < 0.15, old_auc
+    assert new_auc == M.mia_auc(losses["forget"], losses["test"][fs.nonmember_indices])
+
+
+def test_gold_and_unlearned_are_scored_against_the_same_nonmembers(cell):
+    unlearned, original, gold, facts, _, splits = cell
+    nonmembers = torch.nonzero(splits.test.y == 3).squeeze(1)
+    same_rule = CellSplits(splits.forget, splits.retain, splits.test, splits.val, class_deletion=True,
+                           mia_nonmembers=nonmembers)
+    ref = gold_reference(gold, same_rule, device="cpu", seed=0)
+    assert ref.values["mia_auc"] == M.mia_auc(ref.pred.losses["forget"], ref.pred.losses["test"][nonmembers])
+    row = evaluate_cell(unlearned, original, facts, ref, same_rule, device="cpu", seed=0)
+    u_losses = M.predict(unlearned, splits.forget, device="cpu")[1], M.predict(unlearned, splits.test, device="cpu")[1]
+    assert row["mia_auc"] == M.mia_auc(u_losses[0], u_losses[1][nonmembers])
+    assert row["mia_gap"] == abs(row["mia_auc"] - ref.values["mia_auc"])
+
+
+def test_the_pipeline_carries_the_nonmembers_from_selection_to_evaluation():
+    train_split, val, test = _blobs(200, 1), _blobs(60, 2), _blobs(100, 3)
+    ds = DatasetSplits("blobs", train_split, val, test, 10)
+    cfg = ForgetConfig("class", classes=(3,))
+    fs = select_forget(cfg, train_split, 10, seed=0, heldout=test)
+    stored = json.loads(json.dumps(ForgetArtifact("k", fs).to_store()))  # the store's JSON round trip
+    assert stored["nonmember_indices"] == fs.nonmember_indices.tolist()
+    back = ForgetArtifact.from_store(stored)
+    assert torch.equal(back.forget.nonmember_indices, fs.nonmember_indices)
+    assert back.manifest == json.loads(json.dumps(fs.manifest))
+    assert back.manifest["nonmember_size"] == 10 and back.key == "k"
+    inputs = cell_inputs(ds, back.forget, cfg)
+    assert torch.equal(inputs.splits.mia_nonmembers, fs.nonmember_indices)
+    assert bool((inputs.splits.test.y[inputs.splits.mia_nonmembers] == 3).all())
+    # a forget set stored without non-members (selected without held-out data) loads with None
+    legacy = ForgetArtifact.from_store({k: v for k, v in stored.items() if k != "nonmember_indices"})
+    assert legacy.forget.nonmember_indices is None and cell_inputs(ds, legacy.forget, cfg).splits.mia_nonmembers is None

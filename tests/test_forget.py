@@ -10,11 +10,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from sragu_core.data import Split
 from sragu_core.errors import ConfigError
 from sragu_core.forget import REGIMES, ForgetConfig, parse_regime, per_sample_scores, retain_indices, select_forget
+from sragu_core.metrics import size_matched
 from sragu_core.models import ModelConfig, build_model
 from sragu_core.training import TrainConfig, train
 
@@ -253,7 +255,8 @@ def test_forget_set_equal_to_the_whole_training_set_is_refused():
 
 # ------------------------------------------------------------------------------------ the registry's flags
 def test_the_adversarial_regimes_are_the_ones_flagged():
-    assert set(ADVERSARIAL) == {"top_sensitivity", "high_loss", "low_margin", "class_concentrated"}
+    assert set(ADVERSARIAL) == {"top_sensitivity", "high_loss", "low_margin", "class_concentrated",
+                                "top_sensitivity_fitted", "high_loss_fitted", "low_margin_fitted"}
 
 
 @pytest.mark.parametrize("regime", REGIMES)
@@ -281,3 +284,169 @@ def test_regime_flags_tell_the_truth(data, theta0, regime):
         assert bool(torch.isin(whole, with_model.indices).all())
     else:  # a fraction regime takes its fraction, whatever the classes
         assert len(with_model.indices) == round(cfg.fraction * len(data))
+
+
+# ------------------------------------------------------------------------------- fitted variants
+FITTED = ("high_loss", "low_margin", "top_sensitivity")
+
+
+def _correct(model, split: Split) -> torch.Tensor:
+    with torch.no_grad():
+        return model(split.x).argmax(1) == split.y
+
+
+@pytest.mark.parametrize("base", FITTED)
+def test_fitted_variant_takes_the_top_scoring_points_theta0_classifies_correctly(data, theta0, base):
+    correct = _correct(theta0, data)
+    assert 0 < int((~correct).sum()) < 20  # θ0 (97% here) misses a few points: the restriction bites
+    scores = per_sample_scores(theta0, data, base, device="cpu")  # checked against references above
+    fs = _select(data, theta0, f"{base}_fitted", fraction=0.15)
+    k = round(0.15 * N)  # round(fraction·n), n = the whole training set
+    assert len(fs.indices) == k
+    assert bool(correct[fs.indices].all())  # every chosen point is fitted by θ0
+    fitted = [i for i in range(N) if bool(correct[i])]
+    expected = sorted(fitted[j] for j in _top_k(scores[fitted], k))  # the top-k among the fitted points
+    assert fs.indices.tolist() == expected
+    unchosen = torch.tensor([i for i in fitted if i not in set(expected)])
+    assert scores[fs.indices].min() >= scores[unchosen].max()
+    # deterministic, and not the plain rule (which takes θ0's misclassified points first)
+    assert torch.equal(fs.indices, _select(data, theta0, f"{base}_fitted", fraction=0.15).indices)
+    plain = _select(data, theta0, base, fraction=0.15).indices
+    if base != "top_sensitivity":  # loss and margin rank every misclassified point above every fitted one
+        assert not bool(correct[plain].all())
+    assert fs.manifest["regime"] == f"{base}_fitted" and parse_regime(f"{base}_fitted:0.15") == ForgetConfig(
+        regime=f"{base}_fitted", fraction=0.15)
+
+
+@pytest.mark.parametrize("base", FITTED)
+def test_fitted_variant_on_an_underfit_theta0_is_a_clear_error(data, base):
+    untrained = build_model(ModelConfig("mlp", mlp_hidden=(16,)), (1, 8, 8), C, seed=0)  # ~14% correct
+    n_fit = int(_correct(untrained, data).sum())
+    err = _expect_config_error("forget.fraction", "0.5", _select, data, untrained, f"{base}_fitted", fraction=0.5)
+    assert f"{n_fit}/{N}" in str(err) and "100" in str(err)
+
+
+# ------------------------------------------------------------------ selection and the train/eval state
+class _BNNet(nn.Module):
+    """Linear · BatchNorm1d · ReLU · Linear on flattened 1×8×8 inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, C))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@pytest.fixture(scope="module")
+def bn_theta0(data):
+    torch.manual_seed(0)
+    model = _BNNet()
+    train(model, data, TrainConfig(epochs=3, lr=0.1), seed=0)  # running stats now θ0's own, not 0/1
+    model.eval()
+    return model
+
+
+def _modes(model: nn.Module) -> dict[str, bool]:
+    return {name: m.training for name, m in model.named_modules()}
+
+
+def _buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.named_buffers()}
+
+
+@pytest.mark.parametrize("regime", ADVERSARIAL)
+def test_selection_neither_depends_on_nor_changes_the_train_eval_state(data, bn_theta0, regime):
+    heldout = _heldout()
+    buffers = _buffers(bn_theta0)
+    assert {"body.2.running_mean", "body.2.running_var", "body.2.num_batches_tracked"} <= set(buffers)
+    assert int(buffers["body.2.num_batches_tracked"]) > 0
+    picks = []
+    try:
+        for state in ("eval", "train", "mixed"):
+            bn_theta0.train(state != "eval")
+            if state == "mixed":  # a state only a per-module restore keeps
+                bn_theta0.body[2].eval()
+            before = _modes(bn_theta0)
+            fs = _select_with_heldout(data, bn_theta0, regime, heldout)
+            assert _modes(bn_theta0) == before, state
+            after = _buffers(bn_theta0)
+            assert all(torch.equal(buffers[k], after[k]) for k in buffers), state
+            picks.append((fs.indices, fs.nonmember_indices))
+    finally:
+        bn_theta0.eval()
+    for idx, nonmembers in picks[1:]:
+        assert torch.equal(idx, picks[0][0]) and torch.equal(nonmembers, picks[0][1])
+
+
+# --------------------------------------------------------------- non-members: the same rule on held-out data
+def _heldout(n: int = 100, seed: int = 1) -> Split:
+    """Unseen points from the training blobs' distribution (the class means of ``_blobs()``)."""
+    g0 = torch.Generator().manual_seed(0)
+    torch.randperm(N, generator=g0)  # advance as _blobs() does, to draw the same class means
+    means = torch.randn(C, 64, generator=g0)
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randperm(n, generator=g) % C
+    return Split((means[y] + 1.5 * torch.randn(n, 64, generator=g)).reshape(n, 1, 8, 8), y)
+
+
+def _select_with_heldout(data, model, regime, heldout, *, fraction=0.1, classes=(3,), seed=0):
+    cfg = ForgetConfig(regime=regime, fraction=fraction, classes=classes)
+    return select_forget(cfg, data, C, seed=seed, model=model, heldout=heldout)
+
+
+@pytest.mark.parametrize("classes", [(3,), (0, 9)])
+def test_class_nonmembers_are_exactly_the_heldout_points_of_the_classes(data, classes):
+    heldout = _heldout()
+    fs = _select_with_heldout(data, None, "class", heldout, classes=classes)
+    assert fs.nonmember_indices.tolist() == [i for i in range(len(heldout)) if int(heldout.y[i]) in classes]
+    m = fs.manifest
+    assert m["nonmember_rule"] == "same_selection_on_test" and m["nonmember_size"] == 10 * len(classes)
+    # the forget set itself is what it is without held-out data
+    assert torch.equal(fs.indices, _select(data, None, "class", classes=classes).indices)
+
+
+def test_random_nonmembers_are_a_random_fraction_of_the_heldout_data(data):
+    heldout = _heldout()
+    fs = _select_with_heldout(data, None, "random", heldout, fraction=0.3, seed=2)
+    idx = fs.nonmember_indices
+    assert len(idx) == round(0.3 * len(heldout)) and len(torch.unique(idx)) == len(idx)
+    assert torch.equal(idx, torch.sort(idx).values) and int(idx.max()) < len(heldout)
+    assert not torch.equal(idx, _select_with_heldout(data, None, "random", heldout, fraction=0.3, seed=3)
+                           .nonmember_indices)
+
+
+@pytest.mark.parametrize("regime", ["high_loss", "low_margin", "top_sensitivity", "high_loss_fitted"])
+def test_scored_nonmembers_are_theta0s_top_fraction_of_the_heldout_data(data, theta0, regime):
+    heldout = _heldout(n=300, seed=1)
+    base = regime.removesuffix("_fitted")
+    scores = per_sample_scores(theta0, heldout, base, device="cpu")
+    k = round(0.1 * len(heldout))
+    pool = list(range(len(heldout)))
+    if regime.endswith("_fitted"):
+        pool = [i for i in pool if bool(_correct(theta0, heldout)[i])]
+    expected = sorted(pool[j] for j in _top_k(scores[pool], k))
+    fs = _select_with_heldout(data, theta0, regime, heldout)
+    assert fs.nonmember_indices.tolist() == expected
+    assert fs.manifest["nonmember_rule"] == "same_selection_on_test" and fs.manifest["nonmember_size"] == k
+
+
+def test_nonmembers_fall_back_to_a_size_matched_random_sample(data, theta0):
+    heldout = _heldout()
+    keep = heldout.y != 3
+    without_3 = Split(heldout.x[keep], heldout.y[keep])
+    fs = _select_with_heldout(data, None, "class", without_3, seed=4)  # no held-out point of class 3
+    assert fs.manifest["nonmember_rule"] == "random_fallback" and "nonmember_fallback_reason" in fs.manifest
+    assert torch.equal(fs.nonmember_indices, size_matched(len(fs.indices), len(without_3), 4))
+    assert fs.manifest["nonmember_size"] == len(fs.indices) == 20
+    # a fitted variant θ0 cannot fill on held-out data (θ0 fits ~11% of unrelated blobs) falls back too
+    unrelated = _blobs(n=100, seed=1)
+    fs = _select_with_heldout(data, theta0, "high_loss_fitted", unrelated, fraction=0.5)
+    assert fs.manifest["nonmember_rule"] == "random_fallback"
+    assert "forget.fraction" in fs.manifest["nonmember_fallback_reason"]
+    assert len(fs.nonmember_indices) == len(fs.indices) == 100 > len(unrelated) // 2
+
+
+def test_without_heldout_data_there_are_no_nonmembers(data):
+    fs = _select(data, None, "random")
+    assert fs.nonmember_indices is None and "nonmember_rule" not in fs.manifest

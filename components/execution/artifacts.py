@@ -42,7 +42,8 @@ class OriginalModel:
 
 @dataclass(frozen=True)
 class ForgetArtifact:
-    """A selected forget set under its content key."""
+    """A selected forget set under its content key, with the membership attack's non-members (indices into
+    D_test, ``nonmember_indices``; null when the forget set was selected without held-out data)."""
 
     key: str
     forget: ForgetSet
@@ -52,12 +53,18 @@ class ForgetArtifact:
         return self.forget.manifest
 
     def to_store(self) -> dict:
-        return {"indices": self.forget.indices.tolist(), "manifest": {**self.forget.manifest, "key": self.key}}
+        nonmembers = self.forget.nonmember_indices
+        return {"indices": self.forget.indices.tolist(),
+                "nonmember_indices": None if nonmembers is None else nonmembers.tolist(),
+                "manifest": {**self.forget.manifest, "key": self.key}}
 
     @classmethod
     def from_store(cls, d: dict) -> ForgetArtifact:
         manifest = {k: v for k, v in d["manifest"].items() if k != "key"}
-        return cls(d["manifest"]["key"], ForgetSet(torch.tensor(d["indices"], dtype=torch.int64), manifest))
+        nonmembers = d.get("nonmember_indices")
+        return cls(d["manifest"]["key"], ForgetSet(
+            torch.tensor(d["indices"], dtype=torch.int64), manifest,
+            None if nonmembers is None else torch.tensor(nonmembers, dtype=torch.int64)))
 
 
 @dataclass(frozen=True)
