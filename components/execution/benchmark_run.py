@@ -208,8 +208,12 @@ def _log_cell(tracking: TrackedRun, resolved: Resolved, cell: Cell, row: dict, a
     tags.update(extra_tags)
     if row["status"] == "failed":
         tags["error"] = row["error"]
+    metrics = dict(row)
+    if isinstance(row.get("layer_multipliers"), str) and row["layer_multipliers"]:
+        # the effective per-layer step multiplier c·ω_ℓ, one MLflow metric per layer (the row keeps the JSON)
+        metrics.update({f"multiplier.{k}": v for k, v in json.loads(metrics.pop("layer_multipliers")).items()})
     tracking.log_cell(cell.key, f"{cell.method}/{cell.forget.label()}/s{cell.seed}",
-                      params=_cell_params(cell, resolved), metrics=row, tags=tags,
+                      params=_cell_params(cell, resolved), metrics=metrics, tags=tags,
                       tables={"alpha_omega": ao} if ao else None,
                       figures={"alpha_omega.png": alpha_omega_figure(ao)} if ao else None,
                       status="FINISHED" if row["status"] == "ok" else "FAILED")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import resource
 import sys
 import time
@@ -71,8 +72,9 @@ def train_original(ds: DatasetSplits, model_name: str, bench: BenchmarkConfig, *
 
 def make_forget(ds: DatasetSplits, cfg: ForgetConfig, *, seed: int, original: nn.Module | None,
                 device: torch.device) -> ForgetSet:
+    """The forget set of ``cfg`` in ``ds.train``, and the membership attack's non-members: the same rule on D_test."""
     model = original.to(device) if original is not None else None
-    fs = select_forget(cfg, ds.train, ds.num_classes, seed=seed, model=model, device=device)
+    fs = select_forget(cfg, ds.train, ds.num_classes, seed=seed, model=model, device=device, heldout=ds.test)
     if original is not None:
         original.cpu()
     fs.manifest["dataset"] = ds.name
@@ -89,7 +91,8 @@ def cell_inputs(ds: DatasetSplits, forget: ForgetSet, cfg: ForgetConfig) -> Cell
     f = ds.train.subset(forget.indices)
     r = ds.train.subset(retain_indices(len(ds.train), forget.indices))
     return CellInputs(UnlearnData(f, r, ds.val, ds.num_classes),
-                      CellSplits(f, r, ds.test, ds.val, class_deletion=cfg.spec.by_class))
+                      CellSplits(f, r, ds.test, ds.val, class_deletion=cfg.spec.by_class,
+                                 mia_nonmembers=forget.nonmember_indices))
 
 
 def peak_mem_mb(device: torch.device) -> float:
@@ -112,17 +115,22 @@ def _warm_up(model: nn.Module, inputs: CellInputs, device: torch.device) -> None
 
 
 def run_unlearning(method: str, cfg: Any, original: nn.Module, inputs: CellInputs, *, seed: int,
-                   device: torch.device) -> tuple[nn.Module, dict]:
-    """Run one method on a copy of θ0; returns the (CPU) model and its trace summary."""
+                   device: torch.device, freeze_norm: bool = True) -> tuple[nn.Module, dict]:
+    """Run one method on a copy of θ0; returns the (CPU) model and its trace summary.  ``freeze_norm``
+    (``BenchmarkConfig.freeze_norm``): norm layers keep their running statistics while the method runs."""
     _warm_up(original, inputs, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    result = run_method(method, original, inputs.data, cfg, seed=seed, device=device)
+    result = run_method(method, original, inputs.data, cfg, seed=seed, device=device, freeze_norm=freeze_norm)
     t = result.trace
     summary = {"method_time_s": t.wall_time_s, "steps": t.steps, "epochs_run": len(t.epochs),
                "stop_reason": t.stop_reason, "spectral_time_s": t.extras.get("spectral_time_s", 0.0),
                "peak_mem_mb": peak_mem_mb(device), "epoch_trace": t.epochs,
-               "alpha_omega": t.extras.get("alpha_omega")}
+               "alpha_omega": t.extras.get("alpha_omega"),
+               # the effective per-layer step multiplier (SRAGU, its controls, agu_layerwise), as JSON text so
+               # one Parquet column holds every architecture's layer names
+               "layer_multipliers": json.dumps(t.extras["layer_multipliers"], sort_keys=True)
+               if "layer_multipliers" in t.extras else ""}
     return result.model.cpu(), summary
 
 

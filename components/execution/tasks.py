@@ -140,7 +140,7 @@ def cell_task(store: Store, cell: Cell, ds: DatasetSplits, bench: BenchmarkConfi
     inputs = cell_inputs(ds, forget.forget, cell.forget)
     original_model = build(bench, cell.model, ds, original.state)
     unlearned, summary = run_unlearning(cell.method, cell.method_cfg, original_model, inputs, seed=cell.seed,
-                                        device=device)
+                                        device=device, freeze_norm=bench.freeze_norm)
     metrics = score(unlearned, original_model, original.facts, gold.reference, inputs, seed=cell.seed,
                     device=device, gold_time_s=gold.time_s, method_time_s=summary["method_time_s"])
     manifest = forget.manifest

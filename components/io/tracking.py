@@ -416,7 +416,8 @@ class TrackedRun:
 
 
 def alpha_omega_figure(rows: list[dict]) -> Figure:
-    """Bars of α (top) and ω (bottom) per layer from an α/ω table (rows with ``name``, ``alpha``, ``omega``).
+    """Bars of α (top) and the step multiplier (bottom) per layer from an α/ω table (rows with ``name``, ``alpha``,
+    ``omega`` and, since the controls, ``multiplier``).
 
     A layer whose α could not be fitted (NaN: too few eigenvalues) has no α bar and an "n/a" mark.
     Built on ``matplotlib.figure.Figure`` directly, not pyplot: no global backend or figure registry is
@@ -426,7 +427,10 @@ def alpha_omega_figure(rows: list[dict]) -> Figure:
 
     names = [str(r.get("name", i)) for i, r in enumerate(rows)]
     alpha = [_float(r.get("alpha")) for r in rows]
-    omega = [_float(r.get("omega")) for r in rows]
+    # the bottom panel shows what each layer's step was multiplied by (c·ω after renormalisation and any
+    # placebo) where the table has it, else the map's ω
+    key = "multiplier" if any("multiplier" in r for r in rows) else "omega"
+    omega = [_float(r.get(key)) for r in rows]
     fig = Figure(figsize=(max(4.0, 0.6 * len(rows) + 2), 4.5), layout="constrained")
     ax_a, ax_w = fig.subplots(2, 1, sharex=True)
     x = list(range(len(rows)))
@@ -438,7 +442,7 @@ def alpha_omega_figure(rows: list[dict]) -> Figure:
     note = f"  ({len(missing)} layer(s) without α: shown n/a)" if missing else ""
     ax_a.set_title(f"Per-layer α and ω{note}", fontsize=10)
     ax_w.bar(x, omega, color="tab:orange")
-    ax_w.set_ylabel("ω (step weight)")
+    ax_w.set_ylabel("step multiplier c·ω" if key == "multiplier" else "ω (step weight)")
     ax_w.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
     if not rows:
         ax_a.text(0.5, 0.5, "no layers", transform=ax_a.transAxes, ha="center")

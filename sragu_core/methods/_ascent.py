@@ -5,12 +5,15 @@ The update on forget minibatches with a per-parameter scale Ŝ (≡ 1 for ``grad
 or −1 for ``"descent"`` (what AGU's public code literally does).  Plain SGD, no momentum.
 
 Stopping (AGU §3.3; the leakage criterion is our reconstruction, a config field): after each epoch stop
-when max|Δθ| ≤ δ over the epoch, or when ``leakage_stop`` fires —
-``forget_le_val``: forget accuracy ≤ θ0's validation accuracy (the default: D_f is now recognised no
-better than unseen data was, which is where a retrained model's forget accuracy sits; comparing with the
-*current* validation accuracy instead lets a random forget set drag both down together);
-``divergence``: mean total-variation distance between θ0's and θ's predictions on D_f > ε;
-``none``: only δ and ``max_iters``.  Neither rule looks at the gold model or D_test.
+when max|Δθ| ≤ δ over the epoch, after ``max_iters`` epochs, or when ``leakage_stop`` fires —
+``none`` (the default): a fixed epoch budget, ``max_iters``, tuned like every method's epochs;
+``forget_le_val``: forget accuracy ≤ θ0's validation accuracy (D_f is now recognised no better than unseen
+data was; comparing with the *current* validation accuracy instead lets a random forget set drag both
+down together); ``divergence``: mean total-variation distance between θ0's and θ's predictions on D_f > ε.
+Neither rule looks at the gold model or D_test.  The first build stopped on ``forget_le_val`` by default:
+measured, it ended every mlp run after one epoch whatever the method did, so the rule, not the method,
+decided every comparison (docs/protocol.md).  The rules stay as options, and every ascent method (AGU,
+grad_ascent, SRAGU and its controls) searches them with the same ranges in the ablation protocol.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from .._loop import LoopSpec, Trace, minibatches, run_loop, seeded, split_stats
 from ..data import UnlearnData
 from ..errors import check
 from ..metrics import predict, tv
+from ._shared import epoch_budget, step_size
 
 __all__ = ["AscentConfig", "scaled_ascent", "DIRECTIONS", "LEAKAGE_STOPS", "Direction", "LeakageStop"]
 
@@ -38,13 +42,15 @@ LeakageStop = Literal[LEAKAGE_STOPS]
 
 @dataclass(frozen=True)
 class AscentConfig:
-    eta: float = field(default=0.01, metadata={"search": ("log", 1e-4, 1e-1)})
-    delta: float = 1e-4
-    max_iters: int = field(default=100, metadata={"search": ("int", 1, 100)})
+    eta: float = step_size(0.01)
+    # the epoch budget (AGU's own code: up to 100 epochs, ended by its stopping rule); shared with every method
+    max_iters: int = epoch_budget(5)
     batch_size: int = 64
     direction: Direction = "ascent"
-    leakage_stop: LeakageStop = "forget_le_val"
-    epsilon: float = 0.2
+    # the stopping rule and its thresholds: searched only in the ablation protocol, equally for every ascent method
+    leakage_stop: LeakageStop = field(default="none", metadata={"search": ("choice",)})
+    delta: float = field(default=1e-4, metadata={"search": ("log", 1e-6, 1e-2)})
+    epsilon: float = field(default=0.2, metadata={"search": ("float", 0.05, 0.5)})
 
     def __post_init__(self):
         check(self.eta > 0, "eta", self.eta, "a number > 0")

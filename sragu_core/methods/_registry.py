@@ -2,7 +2,10 @@
 
 Every method has the signature ``fn(model, data: UnlearnData, cfg, *, seed, on_epoch=None) -> MethodResult``
 (``on_epoch(model, record)`` observes every epoch of the shared loop) and works on its own copy:
-:func:`run_method` deep-copies the input model and moves model and data to ``device``.
+:func:`run_method` deep-copies the input model and moves model and data to ``device``.  By default
+(``freeze_norm``) it keeps BatchNorm-style layers in eval mode while an unlearning method runs, so their
+running statistics are not re-estimated on forget-only batches (``_loop.frozen_norm``); a gold retrain
+(``MethodSpec.retrains``) trains from scratch and is never frozen.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._loop import MethodResult
+from .._loop import MethodResult, frozen_norm, unfreeze_norm
 from ..data import UnlearnData
 from ..errors import ConfigError, check
 from ..registry import Registry
@@ -30,6 +33,7 @@ class MethodSpec:
     name: str
     config: type
     fn: Callable[..., MethodResult]
+    moves: bool = True  # False for the no-op control (``original``): it returns θ0 unchanged by design
 
     @property
     def retrains(self) -> bool:
@@ -41,10 +45,10 @@ class MethodSpec:
 METHODS: Registry[MethodSpec] = Registry("method")
 
 
-def register(name: str, config: type) -> Callable:
+def register(name: str, config: type, *, moves: bool = True) -> Callable:
     """Decorator: ``@register("agu", AGUConfig)`` on the method function."""
     def wrap(fn: Callable[..., MethodResult]) -> Callable[..., MethodResult]:
-        METHODS.register(name, MethodSpec(name, config, fn))
+        METHODS.register(name, MethodSpec(name, config, fn, moves))
         return fn
     return wrap
 
@@ -56,8 +60,12 @@ def _check_data(data: UnlearnData) -> None:
 
 
 def run_method(name: str, model: nn.Module, data: UnlearnData, cfg: Any = None, *, seed: int,
-               device: torch.device | str = "cpu", on_epoch: Callable | None = None) -> MethodResult:
-    """Run method ``name`` on a copy of ``model``; the input model is left untouched."""
+               device: torch.device | str = "cpu", on_epoch: Callable | None = None,
+               freeze_norm: bool = True) -> MethodResult:
+    """Run method ``name`` on a copy of ``model``; the input model is left untouched.
+
+    ``freeze_norm``: norm layers with running statistics stay in eval mode throughout (their statistics are
+    θ0's, bit for bit, in the result); ignored for a gold retrain, which re-estimates them from scratch."""
     spec = METHODS[name]
     cfg = spec.config() if cfg is None else cfg
     if not isinstance(cfg, spec.config):
@@ -67,6 +75,8 @@ def run_method(name: str, model: nn.Module, data: UnlearnData, cfg: Any = None, 
         raise ConfigError("model.weights", "non-finite", "finite weights (the input model has NaN or inf)")
     work = copy.deepcopy(model).to(device)
     t0 = time.perf_counter()
-    result = spec.fn(work, data.to(device), cfg, seed=seed, on_epoch=on_epoch)
+    with frozen_norm(work, enabled=freeze_norm and not spec.retrains):
+        result = spec.fn(work, data.to(device), cfg, seed=seed, on_epoch=on_epoch)
     result.trace.wall_time_s = time.perf_counter() - t0
+    unfreeze_norm(result.model)  # in case the method returned a copy made while frozen
     return result

@@ -6,7 +6,7 @@ Touches D_r (and D_f for the per-epoch trace only).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -16,15 +16,16 @@ from .._loop import LoopSpec, MethodResult, minibatches, run_loop, seeded
 from ..data import UnlearnData
 from ..training import SGDConfig
 from ._registry import register
+from ._shared import epoch_budget, step_size
 
 __all__ = ["FinetuneConfig", "finetune"]
 
 
 @dataclass(frozen=True)
 class FinetuneConfig(SGDConfig):
-    lr: float = field(default=0.01, metadata={"search": ("log", 1e-3, 1e-1)})
+    lr: float = step_size(0.01)
     momentum: float = 0.9
-    epochs: int = field(default=2, metadata={"search": ("int", 1, 5)})
+    epochs: int = epoch_budget(2)
 
 
 @register("finetune", FinetuneConfig)

@@ -38,6 +38,7 @@ from ..data import UnlearnData
 from ..errors import check
 from ..training import SGDConfig
 from ._registry import register
+from ._shared import epoch_budget, step_size
 
 __all__ = ["L1SparseConfig", "l1_sparse", "l1_coefficient", "l1_norm"]
 
@@ -45,14 +46,14 @@ __all__ = ["L1SparseConfig", "l1_sparse", "l1_coefficient", "l1_norm"]
 @dataclass(frozen=True)
 class L1SparseConfig(SGDConfig):
     # SGD learning rate: the README's FT_prune command (``--unlearn_lr 0.01``)
-    lr: float = field(default=0.01, metadata={"search": ("log", 1e-3, 1e-1)})
+    lr: float = step_size(0.01)
     # ``--momentum`` default
     momentum: float = 0.9
     # ``--weight_decay`` default (on top of the ℓ1 term, as the authors' optimiser has it)
     weight_decay: float = 5e-4
     # the README's FT_prune command (``--unlearn_epochs 10``); on mnist_5k about 0.4 s for the MLP and 30 s for
     # cnn_small, one CPU thread
-    epochs: int = field(default=10, metadata={"search": ("int", 1, 15)})
+    epochs: int = epoch_budget(10)
     # ``--batch_size`` default
     batch_size: int = 256
     # α, the ℓ1 coefficient at epoch 0.  The authors' code has no ℓ1-specific default: ``--alpha`` (default 0.2)

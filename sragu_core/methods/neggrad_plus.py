@@ -7,7 +7,7 @@ retain set.  An epoch is one pass over D_f.  Touches D_f and D_r.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -18,14 +18,15 @@ from ..data import UnlearnData
 from ..errors import check
 from ..training import SGDConfig
 from ._registry import register
+from ._shared import epoch_budget, step_size
 
 __all__ = ["NegGradPlusConfig", "neggrad_plus"]
 
 
 @dataclass(frozen=True)
 class NegGradPlusConfig(SGDConfig):
-    lr: float = field(default=0.01, metadata={"search": ("log", 1e-3, 1e-1)})
-    epochs: int = field(default=5, metadata={"search": ("int", 1, 10)})
+    lr: float = step_size(0.01)
+    epochs: int = epoch_budget(5)
     beta: float = 0.9
 
     def __post_init__(self):

@@ -6,7 +6,7 @@ y' = (y + U{1, …, C−1}) mod C.  Touches D_f only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -16,14 +16,15 @@ from .._loop import LoopSpec, MethodResult, minibatches, run_loop, seeded
 from ..data import Split, UnlearnData
 from ..training import SGDConfig
 from ._registry import register
+from ._shared import epoch_budget, step_size
 
 __all__ = ["RandomLabelConfig", "random_label", "wrong_labels"]
 
 
 @dataclass(frozen=True)
 class RandomLabelConfig(SGDConfig):
-    lr: float = field(default=0.01, metadata={"search": ("log", 1e-3, 1e-1)})
-    epochs: int = field(default=5, metadata={"search": ("int", 1, 10)})
+    lr: float = step_size(0.01)
+    epochs: int = epoch_budget(5)
 
 
 def wrong_labels(y: torch.Tensor, num_classes: int, gen: torch.Generator) -> torch.Tensor:

@@ -60,6 +60,7 @@ from ..data import Split, UnlearnData
 from ..errors import check
 from ..training import SGDConfig
 from ._registry import register
+from ._shared import epoch_budget, step_size
 from .random_label import wrong_labels
 
 __all__ = ["SalUnConfig", "salun", "saliency_mask", "MIXES", "RANDOM_LABELS"]
@@ -73,14 +74,14 @@ RandomLabels = Literal["any", "wrong"]
 @dataclass(frozen=True)
 class SalUnConfig(SGDConfig):
     # SGD learning rate: the authors' README example for CIFAR-10, 10% random forgetting (``--unlearn_lr 0.013``)
-    lr: float = field(default=0.013, metadata={"search": ("log", 1e-3, 1e-1)})
+    lr: float = step_size(0.013)
     # ``--momentum`` default
     momentum: float = 0.9
     # ``--weight_decay`` default; applied to salient entries only (see the module docstring)
     weight_decay: float = 5e-4
     # ``--unlearn_epochs 10``: epochs of (forget pass with random labels, then retain pass); on mnist_5k about
     # 0.4 s for the MLP and 30 s for cnn_small, one CPU thread
-    epochs: int = field(default=10, metadata={"search": ("int", 1, 15)})
+    epochs: int = epoch_budget(10)
     # ``--batch_size`` default, for the saliency pass and both training passes
     batch_size: int = 256
     # fraction of all trainable entries kept in the saliency mask (largest |∇θ CE(D_f)|, ranked globally);

@@ -47,6 +47,7 @@ from ..data import Split, UnlearnData
 from ..errors import check
 from ..training import SGDConfig
 from ._registry import register
+from ._shared import epoch_budget, step_size
 
 __all__ = ["ScrubConfig", "scrub", "distill_kl"]
 
@@ -54,13 +55,13 @@ __all__ = ["ScrubConfig", "scrub", "distill_kl"]
 @dataclass(frozen=True)
 class ScrubConfig(SGDConfig):
     # SGD learning rate of both passes; the authors' ``sgda_learning_rate`` (large-scale cell).
-    lr: float = field(default=5e-4, metadata={"search": ("log", 1e-4, 5e-2)})
+    lr: float = step_size(5e-4)
     # ``sgda_momentum``
     momentum: float = 0.9
     # ``sgda_weight_decay`` (large-scale cell; their small-scale Adam cell uses 0.1)
     weight_decay: float = 5e-4
     # ``sgda_epochs``: epochs of (max pass if epoch <= msteps) + min pass
-    epochs: int = field(default=3, metadata={"search": ("int", 1, 10)})
+    epochs: int = epoch_budget(3)
     # ``msteps``: epochs 1..msteps include a max pass over D_f; msteps >= epochs means every epoch does
     msteps: int = field(default=2, metadata={"search": ("int", 1, 10)})
     # retain (min-step) batch size: the authors' retain loader, batch 256 (large-scale cell)
