@@ -1,14 +1,19 @@
-"""Tune unlearning hyperparameters with Ray Tune, then hand the result to the benchmark.
+"""Tune unlearning hyperparameters with Ray Tune, then hand the result to the benchmark (docs/tuning.md).
 
     python pipelines/tune.py --preset smoke --tune trials=8
-    python pipelines/tune.py --preset default --tune methods=[sragu,agu] --tune trials=24 --space sragu.tau=0.5:3
+    python pipelines/tune.py --preset default --tune trials=24                       # protocol shared
+    python pipelines/tune.py --preset default --tune protocol=ablation --tune methods=[sragu,agu_layerwise]
     python pipelines/benchmark.py --preset default --tuned runs/tuned-default.json   # held-out seeds only
 
-Every method gets the same number of trials (Optuna TPE, first trial = its default config, ASHA early
-stopping) on the tuning seed's cached originals, forget sets and golds.  ``--resume`` continues an
-interrupted sweep once its state files match the digests recorded when it stopped; ``--fresh`` starts
-over.  Writes ``<out>/tuned-<preset>.json``; MLflow gets a parent run per sweep and a child per trial.
-Bad settings or search spaces are one ``error:`` line and exit code 2 before Ray starts.
+``--tune protocol=shared`` (default): every method searches only the knobs methods share (step size and
+epoch budget, one range per role); ``ablation``: every declared knob, a method's own too (SRAGU's ω knobs
+against agu_layerwise's free per-layer steps, equal extra budget).  Every method gets the same number of
+trials (Optuna TPE, first trial = its default config, ASHA early stopping per finished cell) on the tuning
+seed's cached originals, forget sets and golds.  ``--resume`` continues an interrupted sweep once its state
+files match the digests recorded when it stopped; ``--fresh`` starts over.  Writes
+``<out>/tuned-<preset>.json`` (``tuned-<preset>-ablation.json`` for the ablation); MLflow gets a parent run
+per sweep and a child per trial.  Bad settings or search spaces are one ``error:`` line and exit code 2
+before Ray starts.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from components.cli import ArgumentParser, out_folder, run_cli  # noqa: E402  (f
 from components.config import parse_overrides  # noqa: E402
 from components.execution.preflight import preflight  # noqa: E402
 from components.execution.search_space import parse_space_override, search_space  # noqa: E402
-from components.execution.tune_run import SweepInterrupted, TuneSettings, run_sweeps  # noqa: E402
+from components.execution.tune_run import SweepInterrupted, TuneSettings, for_preset, run_sweeps  # noqa: E402
 from components.execution.tune_state import resumable  # noqa: E402
 from components.presets import PRESETS, resolve  # noqa: E402
 from sragu_core.config import override  # noqa: E402
@@ -37,10 +42,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="benchmark override, as in pipelines/benchmark.py (e.g. regimes=[random:0.1])")
     ap.add_argument("--tune", dest="tune", action="append", default=[], metavar="KEY=VALUE",
-                    help="sweep setting: methods, trials, tuning_seed, objective, penalty, drop_tolerance, "
-                         "penalty_split, max_concurrent, trial.num_cpus, trial.num_gpus, grace_period, ...")
+                    help="sweep setting: protocol (shared|ablation), methods, trials, tuning_seed, objective "
+                         "(js|tv|pd|avg_gap; kl_to_gold is unbounded), penalty, drop_tolerance, penalty_split, "
+                         "max_concurrent, trial.num_cpus, trial.num_gpus, grace_period (cells), ...")
     ap.add_argument("--space", action="append", default=[], metavar="METHOD.FIELD=RANGE",
-                    help="override a searched range: lo:hi, log:lo:hi, int:lo:hi or a,b,c")
+                    help="override a searched range: lo:hi, log:lo:hi, int:lo:hi or a,b,c; lo:hi on a vector "
+                         "field narrows every entry; under protocol shared only the shared knobs")
     ap.add_argument("--out", default="runs", help="local folder for the tuned file and the default MLflow db")
     ap.add_argument("--store", default=None, help="artifact store (default: <out>/store); Tune results go to "
                                                   "<store>/tune")
@@ -53,7 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _run(args: argparse.Namespace) -> int:
     out = out_folder(args.out)
     resolved = resolve(args.preset, parse_overrides(args.overrides), smoke=args.smoke)
-    settings = override(TuneSettings(), parse_overrides(args.tune, "--tune"), prefix="tune")
+    settings = for_preset(override(TuneSettings(), parse_overrides(args.tune, "--tune"), prefix="tune"),
+                          resolved.bench.methods)
     spaces: dict[str, dict] = {}
     for key, text in parse_overrides(args.space, "--space").items():
         method, name, spec = parse_space_override(key, text)
@@ -61,11 +69,12 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError("--space", key, f"a field of a tuned method (tune.methods={list(settings.methods)})")
         spaces.setdefault(method, {})[name] = spec
     for m in settings.methods:
-        search_space(m, spaces.get(m))
+        search_space(m, spaces.get(m), protocol=settings.protocol)
     prepared = preflight(resolved, store_uri=args.store or str(out / "store"), out=out,
                          experiment=f"sragu-tune-{resolved.bench.name}")
-    path = out / f"tuned-{resolved.bench.name}.json"
-    name = f"tune-{resolved.bench.name}-s{settings.tuning_seed}"
+    suffix = "" if settings.protocol == "shared" else f"-{settings.protocol}"  # an ablation never replaces
+    path = out / f"tuned-{resolved.bench.name}{suffix}.json"                   # the shared sweep's file or state
+    name = f"tune-{resolved.bench.name}-s{settings.tuning_seed}{suffix}"
     state_dir = out / "tune-state"
     restore = resumable(prepared.store, [f"{name}-{m}" for m in settings.methods], state_dir, resume=args.resume,
                         fresh=args.fresh)  # before Ray starts, and before anything is unpickled

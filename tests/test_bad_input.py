@@ -219,6 +219,8 @@ ROWS = [
         files={"t.json": _tuned(methods={"sragu": {"config": {"tau": -1}}})}),
     row("tuned-seed-is-every-seed", B, S + " --tuned {tmp}/t.json", ["seeds", "0", "tuning seed"],
         files={"t.json": _tuned(tuned_seed=0)}),
+    row("tuned-bad-protocol", B, S + " --tuned {tmp}/t.json", ["--tuned", "t.json", "protocol", "both", "shared"],
+        files={"t.json": _tuned(protocol="both")}),
     # ---------------------------------------------------------------- tune: --tune settings
     row("tune-trials-0", T, f"{S} --tune trials=0", ["tune.trials=", "0", ">= 1"]),
     row("tune-trials-word", T, f"{S} --tune trials=abc", ["tune.trials=", "abc", "integer"]),
@@ -237,6 +239,7 @@ ROWS = [
     row("tune-grace-period-0", T, f"{S} --tune grace_period=0", ["tune.grace_period=", "0", ">= 1"]),
     row("tune-reduction-factor-1", T, f"{S} --tune reduction_factor=1", ["tune.reduction_factor=", "1", ">= 2"]),
     row("tune-trial-cpus-0", T, f"{S} --tune trial.num_cpus=0", ["tune.trial.num_cpus=", "0", "> 0"]),
+    row("tune-protocol-bogus", T, f"{S} --tune protocol=both", ["tune.protocol=", "both", "shared", "ablation"]),
     # ---------------------------------------------------------------- tune: --space
     row("space-lo-above-hi", T, f"{S} --space sragu.tau=3:0.5", ["--space", "sragu.tau", "3:0.5", "low < high"]),
     row("space-unknown-field", T, f"{S} --space sragu.nope=0:1", ["--space", "sragu.nope", "tau"]),
@@ -253,6 +256,14 @@ ROWS = [
     row("space-method-not-tuned", T, f"{S} --tune methods=[sragu] --space agu.eta=0.001:0.1",
         ["--space", "agu.eta", "tune.methods"]),
     row("space-gold-method", T, f"{S} --space retrain.lr=0.001:0.1", ["--space", "retrain.lr", "tune.methods"]),
+    row("space-own-knob-under-shared", T, f"{S} --space sragu.tau=0.5:3",
+        ["--space", "sragu.tau", "0.5:3", "tune.protocol=shared", "eta, max_iters", "protocol=ablation"]),
+    row("space-no-shared-knob", T, f"{S} --tune methods=[ssd] --space ssd.alpha=log:1:10",
+        ["--space", "ssd.alpha", "log:1:10", "(none)", "protocol=ablation"]),
+    row("space-vector-log", T, f"{S} --tune protocol=ablation --tune methods=[agu_layerwise] "
+        "--space agu_layerwise.layer_steps=log:0.1:1", ["--space", "agu_layerwise.layer_steps", "log:0.1:1", "lo:hi"]),
+    row("space-vector-negative", T, f"{S} --tune protocol=ablation --tune methods=[agu_layerwise] "
+        "--space agu_layerwise.layer_steps=-1:1", ["--space", "agu_layerwise.layer_steps", "-1:1", ">= 0"]),
     # ---------------------------------------------------------------- tune: --resume / --fresh
     row("resume-and-fresh", T, f"{S} --resume --fresh", ["--resume", "--fresh"]),
     row("resume-without-state", T, f"{S} --resume", ["--resume", "state"]),

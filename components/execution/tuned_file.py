@@ -1,7 +1,12 @@
 """The tuned-config file a sweep writes and ``pipelines/benchmark.py --tuned`` reads (format ``sragu-tuned/1``).
 
 It holds, per tuned method, the best configuration found on the tuning seed; the benchmark freezes those
-configurations and evaluates only the seeds other than the tuning seed.
+configurations and evaluates only the seeds other than the tuning seed.  A sweep also records how it was
+tuned: ``protocol`` (``shared`` or ``ablation``, docs/tuning.md), ``objective``, the tuning ``cells`` and, per
+method, the ``space`` it searched (field → kind and range; ``{}`` for a method that ran one trial of its
+defaults), its ``trials`` and ``default_objective``.  The benchmark needs only ``tuned_seed`` and the
+``config`` entries; the rest is the record, checked here where present.  A vector field (``layer_steps``) is
+a JSON list and becomes the config's tuple through ``override``.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from sragu_core.errors import ConfigError, check
 from sragu_core.methods import METHODS
 
 from ..config import Resolved
+from .search_space import PROTOCOLS
 
 __all__ = ["TUNED_FORMAT", "load_tuned", "apply_tuned"]
 
@@ -34,6 +40,8 @@ def load_tuned(path: str | Path) -> dict:
     methods = doc.get("methods")
     check(isinstance(methods, dict), "--tuned", str(path),
           "a file with a 'methods' mapping of method → {config: {...}}")
+    check(doc.get("protocol", "shared") in PROTOCOLS, "--tuned", f"{path}: protocol={doc.get('protocol')!r}",
+          f"a protocol among {list(PROTOCOLS)}")
     for m, entry in methods.items():
         check(m in METHODS, "--tuned", f"{path}: {m}", f"methods among {METHODS.names()}")
         check(isinstance(entry, dict) and isinstance(entry.get("config"), dict), "--tuned", f"{path}: {m}",
