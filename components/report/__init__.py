@@ -1,4 +1,4 @@
-"""The benchmark report: statistics (``tables``), Markdown (``markdown``), figures (``plots``), console view."""
+"""The benchmark report: statistics (``tables``, ``verdict``), Markdown (``markdown``), figures (``plots``), console."""
 
 from .console import CONSOLE_METRICS, summary_table
 from .markdown import DAGGER, fmt, fmt_ci, to_markdown_table, write_report
@@ -15,7 +15,9 @@ from .tables import (
     read_results,
     summary,
 )
+from .verdict import VERDICT_AGAINST, VERDICT_COLUMNS, VERDICT_METRICS, paired_stats, verdict_table
 
 __all__ = ["CONSOLE_METRICS", "summary_table", "DAGGER", "fmt", "fmt_ci", "to_markdown_table", "write_report",
            "FLOOR_METHOD", "GOLD_DISTANCES", "PAIRED_METRICS", "PLOT_METRICS", "REPORT_METRICS", "SUMMARY_METRICS",
-           "deletion_sweep", "noise_floor", "paired_comparison", "read_results", "summary"]
+           "deletion_sweep", "noise_floor", "paired_comparison", "read_results", "summary",
+           "VERDICT_AGAINST", "VERDICT_COLUMNS", "VERDICT_METRICS", "paired_stats", "verdict_table"]

@@ -33,6 +33,7 @@ from .tables import (
     paired_comparison,
     summary,
 )
+from .verdict import verdict_table
 
 __all__ = ["fmt", "fmt_ci", "to_markdown_table", "write_report", "DAGGER"]
 
@@ -111,6 +112,7 @@ class _Report:
     floor: pd.DataFrame
     sweep: pd.DataFrame
     paired: pd.DataFrame
+    verdict: pd.DataFrame
     tuned: pd.DataFrame
     marked: set
     fig_no: int = 0
@@ -123,7 +125,7 @@ class _Report:
         summ = summary(d, metrics)
         tuned = d[d["tuned"]]
         return cls(d, out_dir, ok, failed, metrics, summ, noise_floor(summ), deletion_sweep(d), paired_comparison(d),
-                   tuned, set(zip(tuned["dataset"], tuned["model"], tuned["method"])))
+                   verdict_table(d), tuned, set(zip(tuned["dataset"], tuned["model"], tuned["method"])))
 
     def lab(self, ds: str, mo: str, me: str) -> str:
         """A method's label: tuned methods carry a dagger."""
@@ -148,7 +150,8 @@ def _overview(r: _Report, title: str) -> list[str]:
 def _metric_definitions(r: _Report) -> list[str]:
     md = ["## Metrics", ""]
     described = dict.fromkeys([*r.metrics, *(["test_acc_drop", "diverged"] if len(r.sweep) else []),
-                               *(r.paired["metric"] if len(r.paired) else [])])
+                               *(r.paired["metric"] if len(r.paired) else []),
+                               *(r.verdict["metric"] if len(r.verdict) else [])])
     for m in described:
         spec = METRICS[m] if m in METRICS else None
         text = spec.formula if spec else "not a registered metric"
@@ -250,7 +253,8 @@ def _paired(r: _Report) -> list[str]:
            "favours sragu), `CI excludes 0` whether the 95% t interval of the difference excludes zero. Wilcoxon "
            "signed-rank p (zero differences dropped) is "
            "nan for fewer than 2 pairs or all-zero differences; the sign-test p is a binomial test of the "
-           "positive differences among the non-zero ones.", ""]
+           "positive differences among the non-zero ones. With n pairs neither rank test can go below "
+           "p = 2/2^n (0.25 at n = 3, 0.0625 at n = 5); read the Verdict section for what the data can decide.", ""]
     md.append(to_markdown_table(pd.DataFrame({
         "dataset": paired["dataset"], "model": paired["model"], "regime": paired["regime"],
         "metric": paired["metric"], "n_pairs": paired["n_pairs"],
@@ -260,6 +264,70 @@ def _paired(r: _Report) -> list[str]:
                    for ds, mo, me in zip(paired["dataset"], paired["model"], paired["better"])],
         "CI excludes 0": paired["ci_excludes_0"]})))
     return md
+
+
+def _verdict(r: _Report) -> list[str]:
+    v = r.verdict
+    if not len(v):
+        return []
+    counts = v["verdict"].value_counts(sort=False)
+    md = ["", "## Verdict: sragu against each comparison method", "",
+          "Each row pairs sragu with one other method on the seeds where both are ok; the difference is "
+          "sragu − other, so for a lower-is-better metric (↓) a negative difference favours sragu. `n` is the "
+          "number of paired seeds. The t interval is the 95% Student-t interval of the mean difference; the "
+          "bootstrap interval (BCa, 10,000 resamples) is shown beside it and is too narrow with few seeds. "
+          f"The margin is the noise floor: the mean distance of `{FLOOR_METHOD}` (a second retrain) to the gold "
+          "in the same regime; TOST (two one-sided t tests) p < 0.05 means the mean difference is shown to lie "
+          "within ± that margin, i.e. the two methods are equivalent up to retraining noise. "
+          "The MDE (minimum detectable effect) is the smallest true mean difference a two-sided paired t test "
+          "at this n would detect with 80% power at α = 0.05: an `inconclusive` row says nothing about "
+          "differences smaller than its MDE. Verdict: `<method> better` when the t interval excludes 0, else "
+          "`equivalent` when TOST passes, else `inconclusive`; a metric with no noise floor (not a distance to "
+          f"the gold, or no ok `{FLOOR_METHOD}` cells) can never be `equivalent`. See docs/statistics.md.", "",
+          "Verdicts: " + ", ".join(f"{n} {name}" for name, n in counts.items()) + ".", "", *_glance(r, v)]
+    for (ds, mo, rg), rows in v.groupby(["dataset", "model", "regime"], sort=False):
+        md += [f"### Verdict: {ds} / {mo} / {rg}", ""]
+        boot = [f"[{fmt(lo)}, {fmt(hi)}]" if lo == lo and hi == hi else "nan"
+                for lo, hi in zip(rows["boot_lo"], rows["boot_hi"])]
+        tost = [f"{fmt(p)} (±{fmt(mg)})" if mg == mg and mg > 0 else "no floor"
+                for p, mg in zip(rows["tost_p"], rows["margin"])]
+        md.append(to_markdown_table(pd.DataFrame({
+            "against": [r.lab(ds, mo, me) for me in rows["against"]],
+            "metric": [m + _ARROW.get(direction(m), "") for m in rows["metric"]],
+            "n": list(rows["n_pairs"]),
+            "sragu − other [95% t CI]": [fmt_ci(*x) for x in rows[["mean_diff", "t_lo", "t_hi"]].to_numpy()],
+            "median diff": list(rows["median_diff"]), "bootstrap CI": boot, "t p": list(rows["t_p"]),
+            "TOST p (±margin)": tost, "MDE": list(rows["mde"]), "verdict": list(rows["verdict"])})))
+        md.append("")
+    return md[:-1]
+
+
+GLANCE_METRIC = "js"  # the tuning objective's distance: bounded, so one diverged seed cannot decide a mean
+
+
+def _glance(r: _Report, v: pd.DataFrame) -> list[str]:
+    """One line per (dataset, model, regime), one column per comparison method: the verdict on ``GLANCE_METRIC``
+    with its mean difference and 95% t interval, and the MDE where the verdict is not a difference."""
+    v = v[v["metric"] == GLANCE_METRIC]
+    if not len(v):
+        return []
+    against = list(dict.fromkeys(v["against"]))
+    rows = []
+    for (ds, mo, rg), g in v.groupby(["dataset", "model", "regime"], sort=False):
+        row = {"dataset / model / regime": f"{ds} / {mo} / {rg}", "n": int(g["n_pairs"].max())}
+        for a in against:
+            hit = g[g["against"] == a]
+            if not len(hit):
+                row[a] = ""
+                continue
+            x = hit.iloc[0]
+            text = f"{x['verdict']}: {fmt_ci(x['mean_diff'], x['t_lo'], x['t_hi'])}"
+            if x["verdict"] in ("inconclusive", "equivalent"):
+                text += f", MDE {fmt(x['mde'])}"
+            row[a] = text
+        rows.append(row)
+    return [f"At a glance, on `{GLANCE_METRIC}` (sragu − other, 95% t interval; negative favours sragu):", "",
+            to_markdown_table(pd.DataFrame(rows)), ""]
 
 
 def _failed(r: _Report) -> list[str]:
@@ -279,15 +347,22 @@ def write_report(df: pd.DataFrame | Iterable[Mapping], out_dir: Path, title: str
 
     Sections: overview, metric definitions and directions, tuning (when any row is tuned or a note is given;
     tuned methods carry a † everywhere), per-regime summary tables with plots, the retrain_indep noise floor,
-    the random-deletion sweep, the paired sragu − agu comparison, and the failed cells (when any).
-    ``report.md`` is written last, through a temporary file, so a crash never leaves a half-written report.
+    the random-deletion sweep, the verdict of sragu against each method of ``VERDICT_AGAINST`` that was run
+    (``verdict_table``; when any was), the paired sragu − agu comparison, and the failed cells (when any).
+    The full verdict table also goes to ``verdict.csv`` when it has rows.  ``report.md`` is written last,
+    through a temporary file, so a crash never leaves a half-written report.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     r = _Report.of(df, out_dir)
     tuning = _tuning(r, tuned_note)
     md = [*_overview(r, title), "", *_metric_definitions(r), *([""] + tuning if tuning else []), "",
-          *_per_regime(r), *_noise_floor(r), *_deletion_sweep(r), *_paired(r), *_failed(r)]
+          *_per_regime(r), *_noise_floor(r), *_deletion_sweep(r), *_verdict(r), *_paired(r),
+          *_failed(r)]
+    if len(r.verdict):  # every verdict row with all its columns, for readers who want more than the tables
+        tmp_csv = out_dir / ".verdict.csv.tmp"
+        r.verdict.to_csv(tmp_csv, index=False)
+        os.replace(tmp_csv, out_dir / "verdict.csv")
     report = out_dir / "report.md"
     tmp = out_dir / ".report.md.tmp"
     tmp.write_text("\n".join(md) + "\n", encoding="utf-8")

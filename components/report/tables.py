@@ -82,16 +82,20 @@ def _ci_names(prefixes: Iterable[str]) -> list[str]:
 # --------------------------------------------------------------------------------------------- statistics
 def summary(df: pd.DataFrame | Iterable[Mapping], metrics: Sequence[str] = SUMMARY_METRICS) -> pd.DataFrame:
     """One row per (dataset, model, regime, method) with ok rows: n (distinct seeds), tuned (any row tuned),
-    and ``<m>_mean, <m>_lo, <m>_hi`` (95% t interval across seeds) for each metric (nan when absent)."""
+    and ``<m>_mean, <m>_lo, <m>_hi`` (95% t interval across seeds) for each metric (nan when absent), then
+    ``<m>_median`` for each metric (after all the intervals, so the interval columns keep their positions): the
+    median across seeds, the centre to read beside the mean for heavy-tailed metrics such as ``kl_to_gold``."""
     d = _frame(df)
     ok = d[d["status"] == "ok"]
     rows = []
     for key, g in ok.groupby(list(CELL), sort=False, dropna=False):
         row = dict(zip(CELL, key), n=int(g["seed"].nunique()), tuned=bool(g["tuned"].any()))
         for m in metrics:
-            row.update(_ci_cols(m, _values(g, m)))
+            v = _values(g, m)
+            row.update(_ci_cols(m, v))
+            row[f"{m}_median"] = float(np.median(v)) if v.size else _NAN
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*CELL, "n", "tuned", *_ci_names(metrics)])
+    return pd.DataFrame(rows, columns=[*CELL, "n", "tuned", *_ci_names(metrics), *(f"{m}_median" for m in metrics)])
 
 
 def noise_floor(summary_df: pd.DataFrame) -> pd.DataFrame:
@@ -152,13 +156,7 @@ def paired_comparison(df: pd.DataFrame | Iterable[Mapping], a: str = "sragu", b:
             continue
         ok = g[g["status"] == "ok"]
         for m in metrics:
-            by = {}
-            for name in (a, b):
-                s = ok[ok["method"] == name]
-                by[name] = (pd.to_numeric(s[m], errors="coerce") if m in s else pd.Series(_NAN, index=s.index))
-                by[name] = by[name].groupby(s["seed"]).mean()
-            both = pd.concat([by[a].rename("a"), by[b].rename("b")], axis=1, join="inner").dropna()
-            diff = (both["a"] - both["b"]).to_numpy(dtype=np.float64)
+            diff = _paired_diffs(ok, a, b, m)
             mean, _, lo, hi = mean_ci(diff) if diff.size else (_NAN,) * 4
             nonzero = diff[diff != 0]
             with warnings.catch_warnings():  # tiny samples: scipy warns about its normal approximation
@@ -170,6 +168,19 @@ def paired_comparison(df: pd.DataFrame | Iterable[Mapping], a: str = "sragu", b:
                          "better": _better(mean, direction(m), a, b), "ci_excludes_0": bool(lo > 0 or hi < 0)})
     return pd.DataFrame(rows, columns=["dataset", "model", "regime", "metric", "n_pairs", "mean_diff", "lo", "hi",
                                        "wilcoxon_p", "sign_p", "better", "ci_excludes_0"])
+
+
+def _paired_diffs(ok: pd.DataFrame, a: str, b: str, metric: str) -> np.ndarray:
+    """``a − b`` of ``metric`` on the seeds where both methods have a non-nan value in ``ok`` (rows already
+    filtered to one (dataset, model, regime) and ``status == "ok"``), in seed order; a seed's duplicate rows are
+    averaged first."""
+    by = {}
+    for name in (a, b):
+        s = ok[ok["method"] == name]
+        v = pd.to_numeric(s[metric], errors="coerce") if metric in s else pd.Series(_NAN, index=s.index)
+        by[name] = v.groupby(s["seed"]).mean()
+    both = pd.concat([by[a].rename("a"), by[b].rename("b")], axis=1, join="inner").dropna()
+    return (both["a"] - both["b"]).to_numpy(dtype=np.float64)
 
 
 def _better(mean_diff: float, direction: str, a: str, b: str) -> str:
