@@ -2,7 +2,7 @@
 
     python pipelines/benchmark.py --preset default            # the full preset
     python pipelines/benchmark.py --preset default --smoke    # its smoke variant: same datasets, models,
-                                                              # regimes and methods; one seed, tiny data, 1 epoch
+                                                              # regimes and methods; one seed, tiny data, few epochs
 
 :func:`resolve` turns a preset name plus ``--set key=value`` overrides into a validated
 :class:`~components.config.Resolved` *before any work starts*.  Keys name existing fields: ``seeds=[0,1]``,
@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sragu_core.errors import ConfigError
+from sragu_core.models import ModelConfig
 
 from .config import BenchmarkConfig, DataConfig, EpochsConfig, Resolved, resolve_config
 
@@ -30,17 +31,20 @@ class Preset:
     name: str
     build: Callable[[], BenchmarkConfig]
     smoke_train: int = 300  # training points kept by the smoke variant
+    # training epochs of the smoke variant's originals: enough that θ0 classifies the points the "fitted"
+    # regimes need (a fraction of the training set, among the points θ0 gets right)
+    smoke_epochs: int = 3
 
     def config(self, smoke: bool = False) -> BenchmarkConfig:
         bench = self.build()
-        return smoke_variant(bench, self.smoke_train) if smoke else bench
+        return smoke_variant(bench, self.smoke_train, self.smoke_epochs) if smoke else bench
 
 
-def smoke_variant(bench: BenchmarkConfig, max_train: int) -> BenchmarkConfig:
+def smoke_variant(bench: BenchmarkConfig, max_train: int, epochs: int = 3) -> BenchmarkConfig:
     """The same grid shape (datasets, models, regimes, methods) on one seed, ``max_train`` training points
-    and one training epoch per architecture: it exercises every code path of the preset in seconds."""
-    one_epoch = EpochsConfig(**{f.name: 1 for f in dataclasses.fields(EpochsConfig)})
-    return dataclasses.replace(bench, name=f"{bench.name}-smoke", seeds=bench.seeds[:1], epochs=one_epoch,
+    and ``epochs`` training epochs per architecture: it exercises every code path of the preset in seconds."""
+    few = EpochsConfig(**{f.name: epochs for f in dataclasses.fields(EpochsConfig)})
+    return dataclasses.replace(bench, name=f"{bench.name}-smoke", seeds=bench.seeds[:1], epochs=few,
                                data=dataclasses.replace(bench.data, max_train=max_train))
 
 
@@ -51,9 +55,40 @@ def _smoke() -> BenchmarkConfig:
 
 
 def _default() -> BenchmarkConfig:
-    """`make bench`: mnist_5k, mlp and cnn_small, 3 seeds, five regimes, eleven methods."""
-    return BenchmarkConfig(name="default", models=("mlp", "cnn_small"), seeds=(0, 1, 2),
-                           regimes=("random:0.1", "random:0.5", "class:3", "top_sensitivity:0.1", "high_loss:0.1"))
+    """`make bench`: mnist_5k; AGU's small mlp (underfit: train 0.90) and the verdict's interpolating 5-layer MLP
+    (784-256-256-256-256-10, 35 epochs, train 1.00); 3 seeds; four regimes (random 10%, a class, and two
+    selection rules restricted to points θ0 fits); every method with the no-op and placebo controls, untuned
+    defaults.  cnn_small (conv layers) is in the fashion and paper_cifar10 presets: its 10-epoch golds and
+    competitors cost ~3 CPU-minutes per (seed, regime) here, which would put this preset past 15 minutes."""
+    return BenchmarkConfig(name="default", models=("mlp", "mlp_deep"), seeds=(0, 1, 2),
+                           regimes=("random:0.1", "class:3", "high_loss_fitted:0.1", "low_margin_fitted:0.1"),
+                           model=ModelConfig(deep_width=256))
+
+
+
+
+def _verdict() -> BenchmarkConfig:
+    """Does SRAGU's α-reweighting help, and when?  The grid the committed verdict (docs/results/) comes from.
+
+    mnist_5k; a 784-256-256-256-256-10 MLP trained to interpolation (100% train accuracy, 35 epochs) and its
+    planted-heterogeneity twin (layer 5 held at its initialisation while θ0 trains: α ≈ 9.5 against 2.6–2.7
+    for the trained layers; 45 epochs); 10 held-out seeds; one regime of every family (random, class, and the
+    three selection rules restricted to points θ0 fits); every method and control.  Tune first on seed 1000
+    (pipelines/tune.py --preset verdict), then run with --tuned: docs/protocol.md has the commands.
+    Measured here: see docs/results/verdict.md.
+    """
+    return BenchmarkConfig(name="verdict", models=("mlp_deep", "mlp_planted"), seeds=tuple(range(10)),
+                           regimes=("random:0.1", "class:3", "high_loss_fitted:0.1", "low_margin_fitted:0.1",
+                                    "top_sensitivity_fitted:0.1"),
+                           model=ModelConfig(deep_width=256))
+
+
+def _verdict_ablation() -> BenchmarkConfig:
+    """SRAGU's own knobs against an equal budget for free per-layer steps: the ``verdict`` grid with SRAGU and
+    ``agu_layerwise`` both tuned by ``pipelines/tune.py --preset verdict_ablation --tune protocol=ablation``
+    (plus the noise floor and the no-op).  Reuses the verdict's originals, forget sets and golds."""
+    return dataclasses.replace(_verdict(), name="verdict_ablation",
+                               methods=("retrain_indep", "original", "sragu", "agu_layerwise"))
 
 
 def _paper_mnist() -> BenchmarkConfig:
@@ -75,7 +110,10 @@ def _fashion() -> BenchmarkConfig:
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset("smoke", _smoke, smoke_train=2000), Preset("default", _default), Preset("paper_mnist", _paper_mnist),
+    Preset("smoke", _smoke, smoke_train=2000), Preset("default", _default, smoke_train=600, smoke_epochs=5),
+    Preset("verdict", _verdict, smoke_train=1000, smoke_epochs=20),
+    Preset("verdict_ablation", _verdict_ablation, smoke_train=1000, smoke_epochs=20),
+    Preset("paper_mnist", _paper_mnist),
     Preset("paper_cifar10", _paper_cifar10), Preset("fashion", _fashion),
 )}
 

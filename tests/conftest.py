@@ -4,10 +4,18 @@ Both are started by the tests themselves and torn down after the session; nothin
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Every Ray the suite starts — in-process or in a subprocess that inherits this environment — keeps its
+# sessions, sockets and "current cluster" record in a private temp root, never in the machine's /tmp/ray
+# where other people's clusters live.  Short (Unix socket paths must fit in 107 bytes); tests that need one of
+# their own (tests/test_faults_ray.py) set it again.
+os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rt", dir="/tmp")
 
+import atexit
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +28,7 @@ import pytest
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
+atexit.register(shutil.rmtree, os.environ["RAY_TMPDIR"], ignore_errors=True)
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 

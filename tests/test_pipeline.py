@@ -4,6 +4,7 @@ Each test runs ``pipelines/benchmark.py`` as a user would (a subprocess) and che
 store, the Parquet table and MLflow.
 """
 
+import json
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -66,6 +67,14 @@ def test_smoke_resume_and_config_change(tmp_path):
     sr = next(c for c in children if c.data.tags["method"] == "sragu")
     assert {"kl_to_gold", "pd", "mia_auc", "forget_acc", "rte"} <= set(sr.data.metrics)
     assert sr.data.params["sragu.omega_map"] == "gaussian"
+    # the effective per-layer multiplier c·ω_ℓ SRAGU applied: one MLflow metric per layer, the same numbers as the
+    # row's JSON column, and under the step-preserving default they are not all equal (the reweighting happened)
+    row = t1[(t1.method == "sragu") & (t1.cell_key == sr.data.tags["cell_key"])].iloc[0]
+    mult = json.loads(row["layer_multipliers"])
+    assert mult and {f"multiplier.{k}" for k in mult} <= set(sr.data.metrics)
+    assert all(sr.data.metrics[f"multiplier.{k}"] == pytest.approx(v) for k, v in mult.items())
+    assert len({round(v, 9) for v in mult.values()}) > 1
+    assert (t1[t1.method == "agu"].layer_multipliers == "").all()
     assert {a.path for a in client.list_artifacts(sr.info.run_id)} >= {"alpha_omega.json", "alpha_omega.png"}
     assert {a.path for a in client.list_artifacts(parents[0].info.run_id)} >= {"results.parquet", "report.md"}
 
@@ -202,10 +211,15 @@ def test_ray_job_submit_against_a_started_head(tmp_path):
         job_env = {**env, "RAY_AUTH_MODE": "token"}
         _job_cli_ready(ray, dash, job_env, head, timeout=180)
         out = tmp_path / "out"
-        sub = subprocess.run(
-            [ray, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", ".",
-             "--runtime-env", "infra/runtime_env.yaml", "--", "python", "pipelines/benchmark.py", *SMALL,
-             "--out", str(out)], cwd=ROOT, env=job_env, capture_output=True, text=True, timeout=600)
+        deadline = time.monotonic() + 120
+        while True:  # the job API answers `ray job list` a little before the head's job agent takes submissions;
+            sub = subprocess.run(  # the server says so ("No available agent ..., try again later"): so do we
+                [ray, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", ".",
+                 "--runtime-env", "infra/runtime_env.yaml", "--", "python", "pipelines/benchmark.py", *SMALL,
+                 "--out", str(out)], cwd=ROOT, env=job_env, capture_output=True, text=True, timeout=600)
+            if "No available agent to submit job" not in sub.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(2)
         assert sub.returncode == 0, (sub.stdout + sub.stderr)[-4000:]
         assert "succeeded" in sub.stdout + sub.stderr
         listing = subprocess.run([ray, "job", "list", "--address", f"http://127.0.0.1:{dash}"],

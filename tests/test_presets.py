@@ -56,7 +56,21 @@ def data_dir(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+# a preset that is another's grid with other methods (all of them run in other tests): checked to be exactly
+# that grid, not run again, which keeps the suite inside its time budget
+SAME_GRID = {"verdict_ablation": "verdict"}
+
+
+def test_grid_variants_are_their_base_grid_with_other_methods():
+    for preset, base in SAME_GRID.items():
+        for smoke in (False, True):
+            a, b = resolve(preset, smoke=smoke).bench, resolve(base, smoke=smoke).bench
+            assert (a.datasets, a.models, a.seeds, a.regimes, a.model, a.epochs, a.data, a.train) == \
+                (b.datasets, b.models, b.seeds, b.regimes, b.model, b.epochs, b.data, b.train)
+            assert a.methods != b.methods and a.name != b.name
+
+
+@pytest.mark.parametrize("preset", sorted(set(PRESETS) - set(SAME_GRID)))
 def test_every_preset_smoke_variant_runs(preset, data_dir, tmp_path):
     full, smoke = resolve(preset).bench, resolve(preset, smoke=True).bench
     # the same grid shape, shrunk
