@@ -163,8 +163,8 @@ def test_resolve_routes_method_overrides_to_that_method_only():
 
 
 def test_gold_retrains_run_with_the_effective_recipe_of_their_model():
-    r = resolve("default", {"epochs.cnn_small": "7", "train.lr": "0.05"})
-    for model, epochs in (("mlp", 5), ("cnn_small", 7)):
+    r = resolve("default", {"epochs.mlp_deep": "7", "train.lr": "0.05"})
+    for model, epochs in (("mlp", 5), ("mlp_deep", 7)):
         for m in ("retrain", "retrain_indep"):  # METHODS[m].retrains: the recipe is the original's
             cfg = r.config_for(m, model)
             assert METHODS[m].retrains and cfg.epochs == epochs and cfg.lr == 0.05

@@ -50,6 +50,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sragu_core.errors import ConfigError
@@ -128,9 +129,16 @@ class Tracker:
 
     @cached_property
     def client(self) -> MlflowClient:
-        if self._sqlite:  # for SQLite, MlflowClient() itself opens (and migrates) the database file
-            self._sqlite.parent.mkdir(parents=True, exist_ok=True)
-        return MlflowClient(tracking_uri=self.tracking_uri)
+        if not self._sqlite:
+            return MlflowClient(tracking_uri=self.tracking_uri)
+        # For SQLite the first request creates and migrates the database file.  Two drivers sharing a new
+        # database would race in that migration (measured: "Online migration expected to match one row ...
+        # 0 found" in one of them), so the first touch happens under a lock on the database's folder.
+        self._sqlite.parent.mkdir(parents=True, exist_ok=True)
+        with _folder_lock(self._sqlite.parent):  # MlflowClient() builds the store, migrating the file
+            client = MlflowClient(tracking_uri=self.tracking_uri)
+            client.search_experiments(max_results=1)
+        return client
 
     # ------------------------------------------------------------------ checks before any work
     def check(self) -> None:
@@ -164,12 +172,17 @@ class Tracker:
         if self._experiment_id is None:
             exp = self.client.get_experiment_by_name(self.experiment)
             if exp is None:
-                self._experiment_id = self.client.create_experiment(
-                    self.experiment, artifact_location=self.artifact_location)
-            elif exp.lifecycle_stage == "deleted":
+                try:
+                    exp_id = self.client.create_experiment(self.experiment, artifact_location=self.artifact_location)
+                    self._experiment_id = exp_id
+                    return exp_id
+                except MlflowException:  # another driver created it in between: use theirs
+                    exp = self.client.get_experiment_by_name(self.experiment)
+                    if exp is None:
+                        raise
+            if exp.lifecycle_stage == "deleted":
                 raise ConfigError("experiment", self.experiment, "an active experiment (restore or rename it)")
-            else:
-                self._experiment_id = exp.experiment_id
+            self._experiment_id = exp.experiment_id
         return self._experiment_id
 
     # ------------------------------------------------------------------ parent run
@@ -450,6 +463,19 @@ def alpha_omega_figure(rows: list[dict]) -> Figure:
 
 
 # ---------------------------------------------------------------------- module helpers
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive advisory lock (``flock``) on ``folder`` itself: no lock file is left behind."""
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 def _sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI (absolute or relative to the cwd), else None."""
     if not uri.startswith("sqlite:///"):
