@@ -203,15 +203,19 @@ def test_ray_job_submit_against_a_started_head(tmp_path):
     ray = f"{sys.prefix}/bin/ray"
     temp_dir = tempfile.mkdtemp(prefix="rayt", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     log = (tmp_path / "head.log").open("w")
+    # every port of its own: the dashboard agent's defaults (52365 and friends) are taken by any other Ray on the
+    # machine, and an agent that cannot bind answers every submission with "No available agent to submit job"
+    agent = ["--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+             "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
     head = subprocess.Popen([ray, "start", "--head", "--block", "--port", str(gcs), "--dashboard-port", str(dash),
                              "--dashboard-host", "127.0.0.1", "--num-cpus", "2", "--include-dashboard", "true",
-                             "--disable-usage-stats", "--temp-dir", temp_dir], env=env, stdout=log,
+                             *agent, "--disable-usage-stats", "--temp-dir", temp_dir], env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         job_env = {**env, "RAY_AUTH_MODE": "token"}
         _job_cli_ready(ray, dash, job_env, head, timeout=180)
         out = tmp_path / "out"
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 60
         while True:  # the job API answers `ray job list` a little before the head's job agent takes submissions;
             sub = subprocess.run(  # the server says so ("No available agent ..., try again later"): so do we
                 [ray, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", ".",
