@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sragu_core.config import override, to_dict
 from sragu_core.errors import ConfigError, check
@@ -27,8 +27,8 @@ from sragu_core.training import TrainConfig
 
 from .io.datasets import DATASETS
 
-__all__ = ["BenchmarkConfig", "DataConfig", "EpochsConfig", "RayConfig", "TaskResources", "Resolved",
-           "resolve_config", "parse_overrides"]
+__all__ = ["BenchmarkConfig", "DataConfig", "EpochsConfig", "GoldConfig", "ShadowConfig", "RayConfig", "TaskResources",
+           "Resolved", "resolve_config", "parse_overrides"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,58 @@ class RayConfig:
 
 
 @dataclass(frozen=True)
+class GoldConfig:
+    """The reference of every gold-distance metric (docs/reference_metrics.md).
+
+    ``init``: the single gold every cell is scored against retrains from θ0's initialisation (``shared``, the
+    published protocol: gold and θ0 differ only in their data) or from an independent one (``independent``).
+    ``k``: a reference *ensemble* of k more retrains on D_r, each with its own init and batch order, both
+    independent of θ0 (0 = off, else >= 2).  Every gold-distance metric is then also computed against each
+    member (columns ``<metric>_ens``: the mean, ``<metric>_ens_sd``: the spread) and the noise floor is the band
+    of pairwise distances inside the ensemble (``<metric>_floor_lo`` / ``_mean`` / ``_hi``)."""
+
+    init: Literal["shared", "independent"] = "shared"
+    k: int = 0
+    floor_quantiles: tuple[float, float] = (0.05, 0.95)  # the band's ends, over the ensemble's pairwise distances
+
+    def __post_init__(self):
+        check(self.k == 0 or self.k >= 2, "gold.k", self.k, "0 (off) or an integer >= 2")
+        q = self.floor_quantiles
+        check(len(q) == 2 and 0 <= q[0] < q[1] <= 1, "gold.floor_quantiles", self.floor_quantiles,
+              "two quantiles [lo, hi] with 0 <= lo < hi <= 1")
+
+
+@dataclass(frozen=True)
+class ShadowConfig:
+    """Shadow models for the per-example metrics KLoM and U-LiRA (docs/reference_metrics.md).
+
+    ``n``: unlearned models per cell — θ0 and n − 1 more originals (own init and batch order, same data), each
+    unlearned by the cell's method on the cell's forget set; their margins on the query points are compared
+    with the ``gold.k`` retrained members' (0 = off; else >= 2, and ``gold.k`` >= 2).  The query points are
+    all of D_f plus ``query_points`` sampled points of D_r and of D_val."""
+
+    n: int = 0
+    query_points: int = 500
+    klom_bins: int | None = None  # null: ⌈√min(n, k)⌉ within [2, 20] (sragu_core.reference.auto_bins)
+    klom_eps: float = 1e-5
+    klom_percentile: float = 95.0
+    ulira_fixed_variance: bool = False
+    # margins are clipped to ±margin_clip (a diverged model's non-finite logits land at the histogram's ends);
+    # 50 = logit of p_y ≈ 1 − 2e-22, beyond anything a float32 softmax resolves
+    margin_clip: float = 50.0
+
+    def __post_init__(self):
+        check(self.n == 0 or self.n >= 2, "shadow.n", self.n, "0 (off) or an integer >= 2")
+        check(self.query_points >= 10, "shadow.query_points", self.query_points, "an integer >= 10")
+        check(self.klom_bins is None or self.klom_bins >= 2, "shadow.klom_bins", self.klom_bins,
+              "null (auto) or an integer >= 2")
+        check(self.klom_eps > 0, "shadow.klom_eps", self.klom_eps, "a number > 0")
+        check(self.margin_clip > 0, "shadow.margin_clip", self.margin_clip, "a number > 0")
+        check(0 < self.klom_percentile < 100, "shadow.klom_percentile", self.klom_percentile,
+              "a number in (0, 100)")
+
+
+@dataclass(frozen=True)
 class BenchmarkConfig:
     name: str = "custom"
     datasets: tuple[str, ...] = ("mnist_5k",)
@@ -124,6 +176,8 @@ class BenchmarkConfig:
     # BatchNorm (any norm layer with running statistics) stays in eval mode while a method unlearns, so its
     # running mean/variance are not re-estimated on forget-only batches; gold retrains train from scratch as usual
     freeze_norm: bool = True
+    gold: GoldConfig = field(default_factory=GoldConfig)
+    shadow: ShadowConfig = field(default_factory=ShadowConfig)
 
     def __post_init__(self):
         check(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name)), "name", self.name,
@@ -145,6 +199,8 @@ class BenchmarkConfig:
         check(len(set(self.regimes)) == len(self.regimes), "regimes", self.regimes, "distinct regimes")
         for r in self.regimes:
             parse_regime(r)
+        check(self.shadow.n == 0 or self.gold.k >= 2, "shadow.n", self.shadow.n,
+              f"0 while gold.k={self.gold.k}: KLoM and U-LiRA compare the unlearned models with gold.k >= 2 retrains")
         check(self.device == "auto" or self.device.startswith(("cpu", "cuda")), "device", self.device,
               "auto, cpu or cuda[:N]")
 

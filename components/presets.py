@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from sragu_core.errors import ConfigError
 from sragu_core.models import ModelConfig
 
-from .config import BenchmarkConfig, DataConfig, EpochsConfig, Resolved, resolve_config
+from .config import BenchmarkConfig, DataConfig, EpochsConfig, GoldConfig, Resolved, ShadowConfig, resolve_config
 
 __all__ = ["Preset", "PRESETS", "resolve", "smoke_variant"]
 
@@ -41,11 +41,14 @@ class Preset:
 
 
 def smoke_variant(bench: BenchmarkConfig, max_train: int, epochs: int = 3) -> BenchmarkConfig:
-    """The same grid shape (datasets, models, regimes, methods) on one seed, ``max_train`` training points
-    and ``epochs`` training epochs per architecture: it exercises every code path of the preset in seconds."""
+    """The same grid shape (datasets, models, regimes, methods) on one seed, ``max_train`` training points,
+    ``epochs`` training epochs per architecture and at most 3 reference retrains and shadow originals (when the
+    preset has them): it exercises every code path of the preset in seconds."""
     few = EpochsConfig(**{f.name: epochs for f in dataclasses.fields(EpochsConfig)})
+    gold = dataclasses.replace(bench.gold, k=min(bench.gold.k, 3))
+    shadow = dataclasses.replace(bench.shadow, n=min(bench.shadow.n, 3))
     return dataclasses.replace(bench, name=f"{bench.name}-smoke", seeds=bench.seeds[:1], epochs=few,
-                               data=dataclasses.replace(bench.data, max_train=max_train))
+                               data=dataclasses.replace(bench.data, max_train=max_train), gold=gold, shadow=shadow)
 
 
 def _smoke() -> BenchmarkConfig:
@@ -91,6 +94,25 @@ def _verdict_ablation() -> BenchmarkConfig:
                                methods=("retrain_indep", "original", "sragu", "agu_layerwise"))
 
 
+def _verdict_full() -> BenchmarkConfig:
+    """The verdict against distributions of retrained models (docs/reference_metrics.md).
+
+    SRAGU, AGU, the permuted placebo, the no-op, the noise-floor retrain and the verdict's strongest competitor
+    (ℓ1-sparse).  Each cell is scored against a gold whose init is independent of θ0's and against ``gold.k`` = 8
+    independent retrains (the noise-floor band, the ``*_ens`` metrics), and its method also runs on
+    ``shadow.n`` - 1 = 7 more originals (KLoM, U-LiRA).  The planted-heterogeneity MLP (the model on which SRAGU
+    and AGU differ), 10 seeds, a random deletion, θ0's hardest fitted points and the literature's hard
+    deletions: memorised points, mislabelled points, duplicates (one copy forgotten, its twin kept) and a
+    subpopulation of one class.  Class deletion is left to the ``verdict`` preset.  Untuned defaults.
+    """
+    return BenchmarkConfig(name="verdict_full", models=("mlp_planted",), seeds=tuple(range(10)),
+                           regimes=("random:0.1", "high_loss_fitted:0.1", "memorised:0.05", "mislabelled:0.05",
+                                    "duplicates:0.05:one", "subpopulation:3:5"),
+                           methods=("retrain_indep", "original", "agu", "sragu", "sragu_permuted", "l1_sparse"),
+                           model=ModelConfig(deep_width=256), gold=GoldConfig(init="independent", k=8),
+                           shadow=ShadowConfig(n=8))
+
+
 def _paper_mnist() -> BenchmarkConfig:
     """Full MNIST (data dir or download), mlp, 3 seeds, random 1/10/30/50% and a class (hours on CPU)."""
     return BenchmarkConfig(name="paper_mnist", datasets=("mnist",), seeds=(0, 1, 2),
@@ -113,6 +135,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("smoke", _smoke, smoke_train=2000), Preset("default", _default, smoke_train=600, smoke_epochs=5),
     Preset("verdict", _verdict, smoke_train=1000, smoke_epochs=20),
     Preset("verdict_ablation", _verdict_ablation, smoke_train=1000, smoke_epochs=20),
+    Preset("verdict_full", _verdict_full, smoke_train=600, smoke_epochs=10),
     Preset("paper_mnist", _paper_mnist),
     Preset("paper_cifar10", _paper_cifar10), Preset("fashion", _fashion),
 )}

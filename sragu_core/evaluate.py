@@ -31,7 +31,8 @@ from .registry import Registry
 from .spectral import layer_alphas
 
 __all__ = ["CellSplits", "Predictions", "GoldReference", "OriginalFacts", "MetricSpec", "METRICS", "DIRECTIONS",
-           "VIEWS", "metrics_in", "predictions", "gold_reference", "original_facts", "evaluate_cell"]
+           "VIEWS", "metrics_in", "predictions", "gold_reference", "original_facts", "evaluate_cell", "gold_distances",
+           "model_values", "GOLD_DISTANCES"]
 
 DIRECTIONS = ("lower", "higher", "closer_to_gold", "n/a")
 # where a metric is shown: the report's per-regime summary (``summary``), its full tables (``report``),
@@ -272,6 +273,29 @@ register_recorded("peak_mem_mb", "lower", "peak RSS (MiB) of the worker process 
                   "allocator peak")
 register_recorded("eval_time_s", "n/a", "wall seconds of this evaluation")
 
+# ---------------------------------------------------------------------------- against distributions of retrains
+# (docs/reference_metrics.md; computed by the pipeline when gold.k >= 2 and shadow.n >= 2)
+GOLD_DISTANCES = tuple(spec.name for spec in METRICS.values() if spec.gold_distance)
+for _name in GOLD_DISTANCES:
+    register_recorded(f"{_name}_ens", "lower", f"mean over the gold.k independent retrains r_i of {_name}(u, r_i)")
+    register_recorded(f"{_name}_ens_sd", "n/a", f"sd over the gold.k retrains r_i of {_name}(u, r_i)")
+    for _end, _what in (("lo", "low quantile (gold.floor_quantiles[0])"), ("mean", "mean"),
+                        ("hi", "high quantile (gold.floor_quantiles[1])")):
+        register_recorded(f"{_name}_floor_{_end}", "n/a",
+                          f"noise floor: {_what} of {_name}(r_i, r_j) over pairs i < j of the gold.k retrains")
+for _split in ("forget", "retain", "val"):
+    register_recorded(f"klom_{_split}", "lower", f"mean over query points of D_{_split[0]} of KL between the margin "
+                      "histograms of shadow.n unlearned and gold.k retrained models (KLoM, Georgiev et al. 2024)")
+    register_recorded(f"klom_{_split}_hi", "lower", "the shadow.klom_percentile-th percentile over query points "
+                      f"of D_{_split[0]} of KLoM")
+register_recorded("ulira_auc", "lower", "U-LiRA (Hayes et al. 2024): ROC-AUC of the per-example Gaussian likelihood "
+                  "ratio, unlearned vs retrained models, on D_f; 0.5 = indistinguishable")
+register_recorded("ulira_tpr_1pct", "lower", "U-LiRA TPR at 1% FPR; 0.01 = chance")
+register_recorded("ulira_tpr_01pct", "lower", "U-LiRA TPR at 0.1% FPR; 0.001 = chance")
+register_recorded("ensemble_time_s", "n/a", "wall seconds of training the gold.k reference retrains together")
+register_recorded("shadow_time_s", "n/a", "wall seconds of the method on the shadow.n - 1 shadow originals and of "
+                  "KLoM / U-LiRA")
+
 
 # ============================================================================ evaluation
 def predictions(model: nn.Module, splits: CellSplits, *, device) -> Predictions:
@@ -314,6 +338,22 @@ def evaluate_cell(unlearned: nn.Module, original: nn.Module, facts: OriginalFact
         elif spec.kind == "cell" and (value := spec.compute(view)) is not None:
             row[spec.name] = value
     return row
+
+
+def gold_distances(pred: Predictions, values: dict[str, float], reference: GoldReference, splits: CellSplits, *,
+                   seed: int) -> dict[str, float]:
+    """The gold-distance metrics (``gold_distance=True``: alignment, gaps, avg_gap) of a model given by its
+    predictions and model-metric values, against ``reference`` — one member of a reference ensemble, or
+    another member when the ensemble's own pairwise band (the noise floor) is measured.  These metrics read
+    predictions and values only, never the weights."""
+    view = CellView(None, None, None, ModelView(pred, splits, seed), reference, values)  # type: ignore[arg-type]
+    return {spec.name: value for spec in METRICS.values()
+            if spec.kind == "cell" and spec.gold_distance and (value := spec.compute(view)) is not None}
+
+
+def model_values(pred: Predictions, splits: CellSplits, *, seed: int) -> dict[str, float]:
+    """Every model metric of one model from its predictions (what :func:`gold_reference` stores for the gold)."""
+    return _model_values(ModelView(pred, splits, seed))
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -28,6 +28,20 @@ make the attack measure the selection's shift (a class deletion's gold scored mi
 instead of membership.  When the rule picks no held-out point (or cannot apply, e.g. θ0 fits too few test
 points for a fitted variant), a random sample of |D_f| test points stands in; the manifest's
 ``nonmember_rule`` says which (``same_selection_on_test`` or ``random_fallback``).
+
+Hard deletions from the literature (``memorised``, ``mislabelled``, ``duplicates``, ``subpopulation``) live in
+:mod:`sragu_core.hard_regimes`, imported at the end of this module so that importing it registers them.  Two
+of their needs shape the interface here:
+
+* a regime may **change the training data before θ0 is trained** (``RegimeSpec.alter``: mislabelled flips
+  labels, duplicates appends copies).  :func:`prepare_train` applies the change; the pipeline trains θ0, the
+  gold and every method on that altered split and selects from it.  Held-out data is never altered.
+* a regime may need **models trained on subsets of the training data** (``RegimeSpec.needs_trainer``:
+  memorised's leave-subset-out estimate).  The pipeline passes ``trainer(subsets) -> (K, n) bool``: whether a
+  model trained with θ0's recipe on each index subset classifies each training point correctly.
+
+Where such a regime's rule has no meaning on held-out data it says so (``RegimeSpec.nonmembers``) and the
+random fallback applies, with the regime's reason in ``nonmember_fallback_reason``.
 """
 
 from __future__ import annotations
@@ -35,7 +49,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
 
 import torch
 from torch import nn
@@ -47,18 +62,28 @@ from .errors import ConfigError, check
 from .metrics import size_matched
 from .registry import Registry
 
-__all__ = ["ForgetConfig", "ForgetSet", "RegimeSpec", "REGIMES", "register_regime", "parse_regime",
-           "select_forget", "retain_indices", "per_sample_scores"]
+__all__ = ["ForgetConfig", "ForgetSet", "RegimeSpec", "REGIMES", "Trainer", "register_regime", "parse_regime",
+           "prepare_train", "select_forget", "retain_indices", "per_sample_scores"]
+
+# trainer(subsets) -> (K, n) bool: for each index subset of the training split, whether a model trained with θ0's
+# recipe on that subset classifies each of the n training points correctly (the pipeline supplies it)
+Trainer = Callable[[list[torch.Tensor]], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class RegimeSpec:
     """One forget regime: how its points are chosen, how it is written on the command line and named.
 
-    ``select(cfg, train, num_classes, seed=, model=, device=)`` returns the chosen indices (any order);
+    ``select(cfg, train, num_classes, seed=, model=, device=, trainer=)`` returns the chosen indices (any order);
     ``needs_model``: it scores points with θ0 (so the forget set's content key includes θ0's);
     ``by_class``: it deletes whole classes (or most of one), so evaluation reports per-class accuracy and
     the forget fraction is measured, not configured; ``example``: a valid command-line form (tests parse it).
+    ``alter(cfg, train, num_classes, seed) -> (altered_train, info)``: the regime changes the training data
+    before θ0 is trained (deterministically; ``info``: small JSON-able facts for the manifest), and ``select``
+    is called on the altered split; ``needs_trainer``: ``select`` needs ``trainer=`` (:data:`Trainer`);
+    ``nonmembers(cfg, train, heldout, num_classes, seed=, model=, device=) -> (indices into heldout, reason)``:
+    the rule on held-out data where it is not ``select`` applied to it (an empty result with its ``reason``
+    is the random fallback).
     """
 
     name: str
@@ -69,6 +94,9 @@ class RegimeSpec:
     label: Callable[[ForgetConfig], str]
     needs_model: bool
     by_class: bool
+    alter: Callable[[ForgetConfig, Split, int, int], tuple[Split, dict]] | None = None
+    needs_trainer: bool = False
+    nonmembers: Callable[..., tuple[torch.Tensor, str]] | None = None
 
 
 REGIMES: Registry[RegimeSpec] = Registry("forget.regime")
@@ -85,12 +113,16 @@ def _fraction_label(cfg: ForgetConfig) -> str:
 
 def register_regime(name: str, *, needs_model: bool, by_class: bool = False, syntax: str = "<fraction in (0, 1)>",
                     example: str = "0.1", parse: Callable[[list[str]], dict] = _fraction_params,
-                    label: Callable[[ForgetConfig], str] = _fraction_label) -> Callable:
+                    label: Callable[[ForgetConfig], str] = _fraction_label,
+                    alter: Callable[[ForgetConfig, Split, int, int], tuple[Split, dict]] | None = None,
+                    needs_trainer: bool = False,
+                    nonmembers: Callable[..., tuple[torch.Tensor, str]] | None = None) -> Callable:
     """Decorator: ``@register_regime("high_loss", needs_model=True)`` on ``select(cfg, train, num_classes, *,
-    seed, model, device) -> indices``.  ``parse`` turns the words after ``name:`` into ForgetConfig fields."""
+    seed, model, device, trainer) -> indices``.  ``parse`` turns the words after ``name:`` into ForgetConfig
+    fields; ``alter``, ``needs_trainer`` and ``nonmembers``: :class:`RegimeSpec`."""
     def wrap(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         REGIMES.register(name, RegimeSpec(name, fn, parse, f"{name}:{syntax}", f"{name}:{example}", label,
-                                          needs_model, by_class))
+                                          needs_model, by_class, alter, needs_trainer, nonmembers))
         return fn
     return wrap
 
@@ -101,6 +133,12 @@ class ForgetConfig:
     fraction: float = 0.1
     classes: tuple[int, ...] = (0,)
     neighbor_fraction: float = 0.5
+    mem_models: int = 16  # memorised: K models, each trained on a random subset of the training set
+    mem_subset: float = 0.7  # memorised: the fraction of the training set each subset model sees
+    copies: int = 1  # duplicates: copies appended per duplicated point
+    dup_forget: Literal["one", "all"] = "one"  # duplicates: forget the appended copies, or originals and copies
+    clusters: int = 5  # subpopulation: k of the k-means on θ0's penultimate features of classes[0]
+    cluster_rank: int = 0  # subpopulation: which cluster by size (0 = the largest)
 
     def __post_init__(self):
         check(self.regime in REGIMES, "forget.regime", self.regime, f"one of {REGIMES.names()}")
@@ -108,6 +146,13 @@ class ForgetConfig:
         check(len(self.classes) >= 1, "forget.classes", self.classes, "one or more class indices")
         check(0 < self.neighbor_fraction <= 1, "forget.neighbor_fraction", self.neighbor_fraction,
               "a number in (0, 1]")
+        check(self.mem_models >= 2, "forget.mem_models", self.mem_models, "an integer >= 2")
+        check(0 < self.mem_subset < 1, "forget.mem_subset", self.mem_subset, "a number in (0, 1)")
+        check(self.copies >= 1, "forget.copies", self.copies, "an integer >= 1")
+        check(self.dup_forget in ("one", "all"), "forget.dup_forget", self.dup_forget, "one or all")
+        check(self.clusters >= 2, "forget.clusters", self.clusters, "an integer >= 2")
+        check(0 <= self.cluster_rank < self.clusters, "forget.cluster_rank", self.cluster_rank,
+              f"a size rank in [0, clusters - 1 = {self.clusters - 1}] (0 = the largest cluster)")
 
     @property
     def spec(self) -> RegimeSpec:
@@ -116,6 +161,11 @@ class ForgetConfig:
     def label(self) -> str:
         """A short human name, e.g. ``random_10pct``, ``class_3``, ``high_loss_10pct``."""
         return self.spec.label(self)
+
+    @staticmethod
+    def default(name: str):
+        """The default of field ``name`` (labels name only the parameters that differ from it)."""
+        return next(f.default for f in fields(ForgetConfig) if f.name == name)
 
 
 def parse_regime(text: str) -> ForgetConfig:
@@ -219,7 +269,8 @@ def _class_and_neighbour(rest: list[str]) -> dict:
 
 # ------------------------------------------------------------------------------------------ the regimes
 @register_regime("random", needs_model=False)
-def _random(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: int, model, device) -> torch.Tensor:
+def _random(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: int, model, device,
+            trainer=None) -> torch.Tensor:
     """``fraction`` of the training set, uniformly."""
     n = len(train)
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:round(cfg.fraction * n)]
@@ -228,14 +279,16 @@ def _random(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: int, mod
 @register_regime("class", needs_model=False, by_class=True, syntax="<c> or class:<c1>-<c2>", example="3-5",
                  parse=_class_list,
                  label=lambda cfg: "class_" + "-".join(map(str, cfg.classes)))
-def _class(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: int, model, device) -> torch.Tensor:
+def _class(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: int, model, device,
+           trainer=None) -> torch.Tensor:
     """Every training point of ``classes``."""
     _check_classes(cfg, num_classes)
     return torch.nonzero(torch.isin(train.y.cpu(), torch.tensor(cfg.classes))).squeeze(1)
 
 
 def _top_fraction(regime: str):
-    def select(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: int, model, device) -> torch.Tensor:
+    def select(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: int, model, device,
+               trainer=None) -> torch.Tensor:
         return _top(per_sample_scores(model, train, regime, device=device), round(cfg.fraction * len(train)))
     select.__doc__ = f"The top ``fraction`` of training points by θ0's {regime} score."
     return select
@@ -255,7 +308,8 @@ def _fitted(model: nn.Module, split: Split, device) -> torch.Tensor:
 
 
 def _top_fitted_fraction(regime: str):
-    def select(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: int, model, device) -> torch.Tensor:
+    def select(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: int, model, device,
+               trainer=None) -> torch.Tensor:
         k, fitted = round(cfg.fraction * len(train)), _fitted(model, train, device)
         check(len(fitted) >= k, "forget.fraction", cfg.fraction,
               f"at most {len(fitted)}/{len(train)} for {regime}_fitted: θ0 classifies only {len(fitted)} of the "
@@ -273,8 +327,8 @@ for _regime in ("high_loss", "low_margin", "top_sensitivity"):
 @register_regime("class_concentrated", needs_model=True, by_class=True,
                  syntax="<class>:<neighbour fraction>", example="3:0.5", parse=_class_and_neighbour,
                  label=lambda cfg: f"class_concentrated_{cfg.classes[0]}")
-def _class_concentrated(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: int, model,
-                        device) -> torch.Tensor:
+def _class_concentrated(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: int, model, device,
+                        trainer=None) -> torch.Tensor:
     """All of ``classes[0]`` plus ``neighbor_fraction`` of the class θ0 confuses it with most (the neighbour
     points θ0 rates most like ``classes[0]``)."""
     _check_classes(cfg, num_classes)
@@ -293,13 +347,17 @@ def _class_concentrated(cfg: ForgetConfig, train: Split, num_classes: int, *, se
 
 
 # ------------------------------------------------------------------------------------------ selection
-def _nonmembers(cfg: ForgetConfig, heldout: Split, num_classes: int, *, seed: int, model: nn.Module | None,
-                device, size: int) -> tuple[torch.Tensor, dict]:
+def _nonmembers(cfg: ForgetConfig, train: Split, heldout: Split, num_classes: int, *, seed: int,
+                model: nn.Module | None, device, size: int) -> tuple[torch.Tensor, dict]:
     """The same selection rule on held-out data (the attack's non-members), or ``size`` random held-out points
-    when the rule picks none there; returns sorted indices and the manifest entries that say which."""
+    when the rule picks none there; returns sorted indices and the manifest entries that say which.  A regime
+    with its own held-out rule (``spec.nonmembers``) applies that one, and gives the reason when it picks none."""
     reason = None
     try:
-        idx = cfg.spec.select(cfg, heldout, num_classes, seed=seed, model=model, device=device)
+        if cfg.spec.nonmembers is not None:
+            idx, reason = cfg.spec.nonmembers(cfg, train, heldout, num_classes, seed=seed, model=model, device=device)
+        else:
+            idx = cfg.spec.select(cfg, heldout, num_classes, seed=seed, model=model, device=device)
     except ConfigError as e:  # e.g. θ0 fits fewer test points than a fitted variant takes
         idx, reason = torch.empty(0, dtype=torch.int64), str(e)
     info = {"nonmember_rule": "same_selection_on_test"}
@@ -311,10 +369,22 @@ def _nonmembers(cfg: ForgetConfig, heldout: Split, num_classes: int, *, seed: in
     return idx, {"nonmember_size": len(idx), **info}
 
 
+def prepare_train(cfg: ForgetConfig, train: Split, num_classes: int, seed: int) -> tuple[Split, dict]:
+    """The training split θ0, the gold and every method train on for ``cfg``, and the facts of the change for the
+    manifest: ``spec.alter``'s result for a regime that changes the data (``mislabelled``, ``duplicates``),
+    else ``(train, {})`` (the same object)."""
+    if cfg.spec.alter is None:
+        return train, {}
+    return cfg.spec.alter(cfg, train, num_classes, seed)
+
+
 def select_forget(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: int,
                   model: nn.Module | None = None, device: torch.device | str = "cpu",
-                  heldout: Split | None = None) -> ForgetSet:
-    """Pick the forget set for ``cfg`` from ``train``; regimes that score with θ0 need it as ``model``.
+                  heldout: Split | None = None, trainer: Trainer | None = None,
+                  alteration: dict | None = None) -> ForgetSet:
+    """Pick the forget set for ``cfg`` from ``train``; regimes that score with θ0 need it as ``model``, regimes
+    that train subset models (``needs_trainer``) need ``trainer``.  For a regime that alters the data, ``train`` is
+    :func:`prepare_train`'s split, and ``alteration`` its info (stored in the manifest under ``alteration``).
 
     With ``heldout`` (D_test), the same rule picks the membership attack's non-members from it too
     (``nonmember_indices``, indices into ``heldout``; module docstring)."""
@@ -323,7 +393,10 @@ def select_forget(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: in
     if spec.needs_model and model is None:
         needless = [r for r in REGIMES.names() if not REGIMES[r].needs_model]
         raise ConfigError("forget.regime", cfg.regime, f"{' or '.join(needless)} when no original model is given")
-    idx = spec.select(cfg, train, num_classes, seed=seed, model=model, device=device)
+    check(trainer is not None or not spec.needs_trainer, "forget.regime", cfg.regime,
+          "a regime that needs no subset-model trainer, or pass trainer= (models trained with θ0's recipe on "
+          f"subsets of the training set), which {cfg.regime} needs")
+    idx = spec.select(cfg, train, num_classes, seed=seed, model=model, device=device, trainer=trainer)
     idx = torch.sort(idx.to(torch.int64)).values
     check(len(idx) > 0, "forget_set.size", 0, f"at least one sample (regime {cfg.regime} selected none)")
     check(len(idx) < n, "forget_set.size", len(idx),
@@ -332,9 +405,11 @@ def select_forget(cfg: ForgetConfig, train: Split, num_classes: int, *, seed: in
     digest = hashlib.sha256(idx.numpy().tobytes()).hexdigest()[:16]
     manifest = {"regime": cfg.regime, "label": cfg.label(), "params": asdict(cfg), "seed": seed,
                 "size": len(idx), "train_size": n, "class_histogram": hist, "content_hash": digest}
+    if alteration is not None:
+        manifest["alteration"] = alteration
     nonmembers = None
     if heldout is not None:
-        nonmembers, info = _nonmembers(cfg, heldout, num_classes, seed=seed, model=model, device=device,
+        nonmembers, info = _nonmembers(cfg, train, heldout, num_classes, seed=seed, model=model, device=device,
                                        size=len(idx))
         manifest.update(info)
     return ForgetSet(idx, manifest, nonmembers)
@@ -346,3 +421,6 @@ def retain_indices(n: int, forget_idx: torch.Tensor) -> torch.Tensor:
     mask[forget_idx] = False
     return torch.nonzero(mask).squeeze(1)
 
+
+# the hard deletions from the literature register themselves (last: they build on the definitions above)
+from . import hard_regimes  # noqa: E402, F401

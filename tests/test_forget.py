@@ -1,7 +1,10 @@
 """Forget-set selection (docs/design.md §5): every regime against an independent re-computation in the test.
 
 θ0 is a tiny MLP trained for three epochs on 200 Gaussian-blob points (10 classes × 20, inputs 1×8×8),
-so every regime selects something non-trivial and the whole module runs in about a second.
+so every regime selects something non-trivial and the whole module runs in about a second.  The registry-wide
+tests run each regime as the pipeline does (:func:`_run`): on :func:`prepare_train`'s split when the regime
+alters the data, with a subset-model trainer (a 1-nearest-neighbour learner) when it needs one.  The hard
+regimes' own rules are tested in tests/test_hard_regimes.py.
 """
 
 import os
@@ -15,7 +18,16 @@ from torch.nn import functional as F
 
 from sragu_core.data import Split
 from sragu_core.errors import ConfigError
-from sragu_core.forget import REGIMES, ForgetConfig, parse_regime, per_sample_scores, retain_indices, select_forget
+from sragu_core.forget import (
+    REGIMES,
+    ForgetConfig,
+    ForgetSet,
+    parse_regime,
+    per_sample_scores,
+    prepare_train,
+    retain_indices,
+    select_forget,
+)
 from sragu_core.metrics import size_matched
 from sragu_core.models import ModelConfig, build_model
 from sragu_core.training import TrainConfig, train
@@ -46,9 +58,28 @@ def theta0(data):
     return model
 
 
+def nn_trainer(train: Split):
+    """``trainer`` for regimes that need one: a 1-nearest-neighbour learner, which fits every point it is trained
+    on (maximal memorisation) and classifies the others by their nearest neighbour in the subset."""
+    x = train.x.flatten(1)
+    dist = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")  # exact: a point is its own nearest
+
+    def trainer(subsets: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack([train.y[s[dist[:, s].argmin(1)]] == train.y for s in subsets])
+    return trainer
+
+
+def _run(cfg: ForgetConfig, data: Split, model, *, seed=0, num_classes=C, heldout=None) -> tuple[Split, ForgetSet]:
+    """What the pipeline does: the regime's training split (altered or not), a trainer if it needs one, the set."""
+    train, info = prepare_train(cfg, data, num_classes, seed)
+    trainer = nn_trainer(train) if cfg.spec.needs_trainer else None
+    return train, select_forget(cfg, train, num_classes, seed=seed, model=model, heldout=heldout, trainer=trainer,
+                                alteration=info)
+
+
 def _select(data, model, regime, *, seed=0, fraction=0.1, classes=(3,), neighbor_fraction=0.5, num_classes=C):
     cfg = ForgetConfig(regime=regime, fraction=fraction, classes=classes, neighbor_fraction=neighbor_fraction)
-    return select_forget(cfg, data, num_classes, seed=seed, model=model)
+    return _run(cfg, data, model, seed=seed, num_classes=num_classes)[1]
 
 
 def _expect_config_error(field: str, value: str, fn, *args, **kwargs) -> ConfigError:
@@ -71,15 +102,18 @@ def _top_k(scores: torch.Tensor, k: int) -> list[int]:
 # ------------------------------------------------------------------------------------ every regime
 @pytest.mark.parametrize("regime", REGIMES)
 def test_every_regime_is_deterministic_sorted_and_in_range(data, theta0, regime):
-    a = _select(data, theta0, regime, seed=5)
-    b = _select(data, theta0, regime, seed=5)
+    cfg = ForgetConfig(regime=regime, classes=(3,))
+    train, a = _run(cfg, data, theta0, seed=5)
+    train_b, b = _run(cfg, data, theta0, seed=5)
+    assert torch.equal(train.x, train_b.x) and torch.equal(train.y, train_b.y)
     assert torch.equal(a.indices, b.indices)
     assert a.manifest == b.manifest
     idx = a.indices
     assert idx.dtype == torch.int64 and idx.ndim == 1
     assert torch.equal(idx, torch.sort(idx).values)
     assert len(torch.unique(idx)) == len(idx)
-    assert 0 < len(idx) < N and int(idx.min()) >= 0 and int(idx.max()) < N
+    n = len(train)  # N, or more where the regime appends data
+    assert 0 < len(idx) < n and int(idx.min()) >= 0 and int(idx.max()) < n
 
 
 @pytest.mark.parametrize("fraction", [0.1, 0.33, 0.5])
@@ -165,14 +199,16 @@ def test_class_concentrated_is_a_whole_class_plus_its_nearest_neighbours(data, t
 # ----------------------------------------------------------------------------------------- manifest
 @pytest.mark.parametrize("regime", REGIMES)
 def test_manifest_describes_the_indices(data, theta0, regime):
-    fs = _select(data, theta0, regime, seed=4, fraction=0.2)
+    cfg = ForgetConfig(regime=regime, fraction=0.2, classes=(3,))
+    train, fs = _run(cfg, data, theta0, seed=4)
     m = fs.manifest
     assert m["regime"] == regime and m["seed"] == 4
-    assert m["size"] == len(fs.indices)
+    assert m["size"] == len(fs.indices) and m["train_size"] == len(train)
     hist = m["class_histogram"]
     assert len(hist) == C and sum(hist) == m["size"]
-    assert hist == torch.bincount(data.y[fs.indices], minlength=C).tolist()
+    assert hist == torch.bincount(train.y[fs.indices], minlength=C).tolist()  # the labels θ0 was trained on
     assert isinstance(m["content_hash"], str) and m["content_hash"]
+    assert m["alteration"] == prepare_train(cfg, data, C, 4)[1]  # {} where the regime leaves the data as it is
 
 
 def test_content_hash_follows_the_indices_only(data):
@@ -256,7 +292,9 @@ def test_forget_set_equal_to_the_whole_training_set_is_refused():
 # ------------------------------------------------------------------------------------ the registry's flags
 def test_the_adversarial_regimes_are_the_ones_flagged():
     assert set(ADVERSARIAL) == {"top_sensitivity", "high_loss", "low_margin", "class_concentrated",
-                                "top_sensitivity_fitted", "high_loss_fitted", "low_margin_fitted"}
+                                "top_sensitivity_fitted", "high_loss_fitted", "low_margin_fitted", "subpopulation"}
+    assert {r for r in REGIMES if REGIMES[r].needs_trainer} == {"memorised"}
+    assert {r for r in REGIMES if REGIMES[r].alter is not None} == {"mislabelled", "duplicates"}
 
 
 @pytest.mark.parametrize("regime", REGIMES)
@@ -274,16 +312,29 @@ def test_every_regime_parses_its_example(regime):
 def test_regime_flags_tell_the_truth(data, theta0, regime):
     spec = REGIMES[regime]
     cfg = parse_regime(spec.example)
-    with_model = select_forget(cfg, data, C, seed=0, model=theta0)
+    train, info = prepare_train(cfg, data, C, 0)
+    if spec.alter is not None:  # flagged: θ0 trains on changed data, the same for the same seed
+        assert len(train) != N or not torch.equal(train.y, data.y)
+        again = prepare_train(cfg, data, C, 0)
+        assert torch.equal(again[0].x, train.x) and torch.equal(again[0].y, train.y) and again[1] == info
+    else:  # not flagged: the very split
+        assert train is data and info == {}
+    trainer = nn_trainer(train) if spec.needs_trainer else None
+    with_model = select_forget(cfg, train, C, seed=0, model=theta0, trainer=trainer)
     if spec.needs_model:  # flagged: refused without θ0
-        _expect_config_error("forget.regime", regime, select_forget, cfg, data, C, seed=0, model=None)
+        _expect_config_error("forget.regime", regime, select_forget, cfg, train, C, seed=0, model=None,
+                             trainer=trainer)
     else:  # not flagged: θ0 plays no part
-        assert torch.equal(select_forget(cfg, data, C, seed=0, model=None).indices, with_model.indices)
-    whole = torch.nonzero(data.y == cfg.classes[0]).squeeze(1)
+        without = select_forget(cfg, train, C, seed=0, model=None, trainer=trainer)
+        assert torch.equal(without.indices, with_model.indices)
+    if spec.needs_trainer:  # flagged: refused without a trainer
+        _expect_config_error("forget.regime", regime, select_forget, cfg, train, C, seed=0, model=theta0)
+    whole = torch.nonzero(train.y == cfg.classes[0]).squeeze(1)
     if spec.by_class:  # a class deletion forgets every point of its (first) class
         assert bool(torch.isin(whole, with_model.indices).all())
-    else:  # a fraction regime takes its fraction, whatever the classes
-        assert len(with_model.indices) == round(cfg.fraction * len(data))
+    elif "fraction" in spec.parse(spec.example.split(":")[1:]):  # takes its fraction of the n points it was given
+        assert len(with_model.indices) == round(cfg.fraction * len(data))  # (before any copies were appended)
+    # (subpopulation is sized by its clustering: tests/test_hard_regimes.py)
 
 
 # ------------------------------------------------------------------------------- fitted variants

@@ -268,3 +268,136 @@ def test_markdown_table_and_format():
 def test_missing_required_column_is_a_clear_error():
     with pytest.raises(ConfigError, match="missing columns \\['status'\\]"):
         R.summary([{"dataset": "d", "model": "m", "seed": 0, "regime": "r", "method": "agu"}])
+
+
+# --------------------------------------------------------------------------------------------- reference ensembles
+ENS_BASES = ("kl_to_gold", "js", "avg_gap")  # gold distances given an ensemble distance and a floor band here
+REFERENCE_METHODS = {"retrain_indep": 0.0, "agu": 0.4, "sragu": 0.2, "finetune": 0.9}
+
+
+def with_reference(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the columns a run with reference ensembles and shadow models adds. The band of a (regime, seed)
+    is the same on every method's row; retrain_indep's ``<m>_ens`` lies at the band's mean, every other method's
+    well above its top. The failed cell has none of them."""
+    df = df.copy()
+    shift = df["method"].map(REFERENCE_METHODS)
+    bump = df["regime"].map({"random_10pct": 0.0, "random_50pct": 0.05, "class_3": 0.1})
+    for i, m in enumerate(ENS_BASES):
+        mean = 0.02 * (i + 1) + 0.003 * df["seed"] + bump
+        df[f"{m}_floor_mean"], df[f"{m}_floor_lo"], df[f"{m}_floor_hi"] = mean, 0.5 * mean, 1.5 * mean
+        df[f"{m}_ens"] = mean + shift * (1 + 0.1 * df["seed"])
+        df[f"{m}_ens_sd"] = 0.01
+    for c, scale in (("klom_forget", 1.0), ("klom_forget_hi", 3.0), ("klom_retain", 0.2), ("klom_retain_hi", 0.5),
+                     ("klom_val", 0.3), ("klom_val_hi", 0.6)):
+        df[c] = scale * (0.05 + shift + bump + 0.01 * df["seed"] ** 2)
+    df["ulira_auc"] = 0.5 + 0.4 * shift + 0.01 * df["seed"]
+    df["ulira_tpr_1pct"] = 0.01 + 0.2 * shift
+    df["ulira_tpr_01pct"] = 0.001 + 0.1 * shift + 0.001 * df["seed"]
+    df["shadow_time_s"] = 10.0
+    new = [c for c in df.columns if c.endswith(("_ens", "_ens_sd", "_lo", "_mean", "_hi")) or
+           c.startswith(("klom_", "ulira_", "shadow_"))]
+    df.loc[df["status"] != "ok", new] = float("nan")
+    return df
+
+
+REFERENCE_HEADINGS = ("## Against the reference ensemble", "## KLoM", "## U-LiRA")
+
+
+def test_reference_sections_only_with_their_columns(tmp_path):
+    old = synthetic_table()
+    md_old = R.write_report(old, tmp_path / "old", "t").read_text(encoding="utf-8")
+    assert not any(h in md_old for h in REFERENCE_HEADINGS)
+    assert "_ens" not in md_old and "klom" not in md_old and "ulira" not in md_old.lower()
+    # the columns present but empty (a run without ensembles, read together with one that had them): same bytes
+    empty = with_reference(old)
+    new = [c for c in empty.columns if c not in old.columns]
+    empty[new] = float("nan")
+    md_empty = R.write_report(empty, tmp_path / "empty", "t").read_text(encoding="utf-8")
+    assert md_empty == md_old
+    assert (tmp_path / "empty" / "verdict.csv").read_bytes() == (tmp_path / "old" / "verdict.csv").read_bytes()
+
+    df = with_reference(old)
+    md = R.write_report(df, tmp_path / "new", "t").read_text(encoding="utf-8")
+    at = [md.index(h + "\n") for h in ("## Noise floor", *REFERENCE_HEADINGS, "## Deletion-size sweep (random regimes)",
+                                       "## Verdict: sragu against each comparison method")]
+    assert at == sorted(at)
+    assert md.startswith(md_old[:md_old.index("## Metrics\n")])  # overview unchanged
+    ok = df[df["status"] == "ok"]
+    for heading, metric, col in (("### KLoM: digits / mlp / class_3", "klom_forget", 2),
+                                 ("### U-LiRA: digits / mlp / class_3", "ulira_auc", 2),
+                                 ("### Ensemble: digits / mlp / class_3", "js_ens", 2)):
+        v = ok[(ok["regime"] == "class_3") & (ok["method"] == "finetune")][metric].to_numpy(float)
+        mean, lo, hi = _ci(v)
+        cells = [c.strip() for c in _line(_section(md, heading), "| finetune |").strip("|").split("|")]
+        assert cells[1] == "5" and cells[col] == f"{_f(mean)} [{_f(lo)}, {_f(hi)}]", (heading, cells)
+    # the roll-up over the two random regimes: the mean of the two per-regime means
+    fam = _section(md, "### KLoM by regime family")
+    per = [ok[(ok["regime"] == rg) & (ok["method"] == "agu")]["klom_forget"].mean()
+           for rg in ("random_10pct", "random_50pct")]
+    row = [c.strip() for c in _line(fam, "| digits | mlp | random | agu† |").strip("|").split("|")]
+    assert row[4] == "2" and row[5] == _f(np.mean(per))
+    assert "| digits | mlp | class | agu† | 1 |" in fam
+    assert "- `klom_forget`:" in _section(md, "## Metrics") and "- `js_ens`:" in _section(md, "## Metrics")
+    verdict = _section(md, "## Verdict: sragu against each comparison method")
+    assert "`<m>_floor_mean`" in verdict and "KLoM and U-LiRA rows have no margin" in verdict
+    assert "`<m>_floor_mean`" not in md_old
+
+
+def test_floor_band_marks_methods_inside_it(tmp_path):
+    # the band of js at seed s: mean 0.1 + 0.01 s in [0.05 + 0.01 s, 0.2 + 0.01 s]; over seeds 0..2 0.11 in [0.06, 0.21]
+    rows = []
+    for method, js_ens in (("retrain_indep", (0.09, 0.11, 0.13)), ("agu", (0.25, 0.3, 0.35)),
+                           ("sragu", (0.2, 0.22, 0.24)), ("original", (0.01, 0.02, 0.03))):
+        for s, v in enumerate(js_ens):
+            rows.append({"dataset": "d", "model": "m", "seed": s, "regime": "r", "method": method, "status": "ok",
+                         "js": 0.1, "js_ens": v, "js_floor_lo": 0.05 + 0.01 * s, "js_floor_mean": 0.1 + 0.01 * s,
+                         "js_floor_hi": 0.2 + 0.01 * s})
+    md = R.write_report(rows, tmp_path, "band").read_text(encoding="utf-8")
+    sec = _section(md, "### Ensemble: d / m / r")
+    assert _line(sec, "Floor band") == "Floor band (mean of the band over 3 seeds): `js` 0.11 in [0.06, 0.21]."
+    mark = R.FLOOR_MARK
+
+    def cell(method: str) -> str:
+        return [c.strip() for c in _line(sec, f"| {method} |").strip("|").split("|")][2]
+
+    assert cell("retrain_indep").endswith(mark)  # mean 0.11, inside the band
+    assert cell("original").endswith(mark)  # mean 0.02, below it: at least as close as retraining
+    assert not cell("agu").endswith(mark)  # mean 0.3, above
+    assert not cell("sragu").endswith(mark)  # mean 0.22, just above the band's top 0.21
+    assert "## KLoM" not in md and "## U-LiRA" not in md
+
+
+def test_verdict_margin_of_ensemble_metrics_is_the_ensembles_floor():
+    rows = []
+    for method, base in (("sragu", 0.2), ("agu", 0.3), ("retrain_indep", 0.1)):
+        for s in range(4):
+            rows.append({"dataset": "d", "model": "m", "seed": s, "regime": "r", "method": method, "status": "ok",
+                         "js": base + 0.01 * s, "js_ens": base + 0.02 * s * s, "js_floor_mean": 0.05 + 0.01 * s,
+                         "avg_gap_ens": base, "avg_gap_floor_mean": 0.4,
+                         "klom_forget": base * s, "ulira_auc": 0.5 + base + 0.01 * s * (1 + base)})
+    # a failed cell's floor never counts, nor does a second ok row of a seed weigh it twice
+    rows.append({**rows[0], "status": "failed", "js_floor_mean": 100.0})
+    rows.append({**rows[-2], "method": "finetune"})
+    t = R.verdict_table(rows)
+    assert list(t["metric"]) == [*R.VERDICT_METRICS, "klom_forget", "ulira_auc", "js_ens", "avg_gap_ens"]
+    v = t.set_index("metric")
+    assert v.loc["js_ens", "margin"] == pytest.approx(np.mean([0.05 + 0.01 * s for s in range(4)]))
+    assert v.loc["avg_gap_ens", "margin"] == pytest.approx(0.4)
+    assert v.loc["js", "margin"] == pytest.approx(np.mean([0.1 + 0.01 * s for s in range(4)]))  # retrain_indep
+    for m in ("klom_forget", "ulira_auc"):
+        assert math.isnan(v.loc[m, "margin"]) and math.isnan(v.loc[m, "tost_p"]) and v.loc[m, "mde"] > 0
+        assert v.loc[m, "verdict"] != "equivalent"
+    js = v.loc["js_ens"]  # diffs sragu - agu = -0.1 on every seed: sragu better, and TOST vs margin 0.065 fails
+    assert js["verdict"] == "sragu better" and js["tost_p"] == 1.0
+
+
+def test_old_tables_give_the_old_verdicts():
+    old = synthetic_table()
+    explicit = R.verdict_table(old, metrics=R.VERDICT_METRICS)
+    assert R.verdict_table(old).to_csv(index=False) == explicit.to_csv(index=False)
+    empty = with_reference(old)
+    empty[[c for c in empty.columns if c not in old.columns]] = float("nan")
+    assert R.verdict_table(empty).to_csv(index=False) == explicit.to_csv(index=False)
+    new = R.verdict_table(with_reference(old))
+    assert new[new["metric"].isin(R.VERDICT_METRICS)].reset_index(drop=True).to_csv(index=False) == \
+        explicit.to_csv(index=False)

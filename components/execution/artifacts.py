@@ -1,4 +1,5 @@
-"""The typed artifacts that cross task boundaries: the original θ0, a forget set and its gold.
+"""The typed artifacts that cross task boundaries: the original θ0, a forget set, its gold, the reference ensemble
+of retrains and the shadow originals.
 
 Tasks hand these small frozen objects to each other (through Ray's object store).  They become plain
 tensors, numbers and dicts only at the store boundary (``to_store`` / ``from_store``), so the stored form
@@ -14,7 +15,7 @@ import torch
 from sragu_core.evaluate import GoldReference, OriginalFacts, Predictions
 from sragu_core.forget import ForgetSet
 
-__all__ = ["OriginalModel", "ForgetArtifact", "GoldModel"]
+__all__ = ["OriginalModel", "ForgetArtifact", "GoldModel", "GoldEnsemble", "Shadows"]
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,52 @@ class GoldModel:
         p, m = d["pred"], d["meta"]
         ref = GoldReference(Predictions(dict(p["probs"]), dict(p["losses"])), dict(p["values"]))
         return cls(m["key"], m["forget_key"], d["state"], ref, m["method_time_s"])
+
+
+@dataclass(frozen=True)
+class GoldEnsemble:
+    """``gold.k`` independent retrains of one forget set, as references: each member's predictions and model
+    values (no weights: what every cell needs of them is here), their margins on the query points
+    (``margins[split]``: (k, points); ``query[split]``: the points' indices into that split), the noise-floor band
+    of every gold-distance metric (``band[metric]``: mean, sd, lo, hi, n_pairs) and the wall time of training."""
+
+    key: str
+    forget_key: str
+    members: tuple[GoldReference, ...]
+    margins: dict[str, torch.Tensor]
+    query: dict[str, torch.Tensor]
+    band: dict[str, dict[str, float]]
+    time_s: float
+
+    def to_store(self) -> dict:
+        return {"members": [{"probs": m.pred.probs, "losses": m.pred.losses, "values": m.values}
+                            for m in self.members],
+                "margins": self.margins, "query": self.query, "band": self.band,
+                "meta": {"key": self.key, "forget_key": self.forget_key, "time_s": self.time_s}}
+
+    @classmethod
+    def from_store(cls, d: dict) -> GoldEnsemble:
+        members = tuple(GoldReference(Predictions(dict(m["probs"]), dict(m["losses"])), dict(m["values"]))
+                        for m in d["members"])
+        m = d["meta"]
+        return cls(m["key"], m["forget_key"], members, dict(d["margins"]), dict(d["query"]),
+                   {k: dict(v) for k, v in d["band"].items()}, m["time_s"])
+
+
+@dataclass(frozen=True)
+class Shadows:
+    """``shadow.n - 1`` more originals beside θ0 (same data and recipe, own seeds): their weights."""
+
+    key: str
+    original_key: str
+    states: tuple[dict[str, torch.Tensor], ...]
+    time_s: float
+
+    def to_store(self) -> dict:
+        return {"states": list(self.states),
+                "meta": {"key": self.key, "original_key": self.original_key, "time_s": self.time_s}}
+
+    @classmethod
+    def from_store(cls, d: dict) -> Shadows:
+        m = d["meta"]
+        return cls(m["key"], m["original_key"], tuple(d["states"]), m["time_s"])

@@ -19,9 +19,10 @@ import torch
 from torch import nn
 
 from sragu_core.data import DatasetSplits, UnlearnData
+from sragu_core.ensemble import Member, predict_ensemble, train_ensemble
 from sragu_core.errors import check
 from sragu_core.evaluate import CellSplits, GoldReference, OriginalFacts, evaluate_cell, original_facts
-from sragu_core.forget import ForgetConfig, ForgetSet, retain_indices, select_forget
+from sragu_core.forget import ForgetConfig, ForgetSet, prepare_train, retain_indices, select_forget
 from sragu_core.methods import run_method
 from sragu_core.models import build_model
 from sragu_core.training import train
@@ -29,7 +30,8 @@ from sragu_core.training import train
 from ..config import BenchmarkConfig
 from ..io.datasets import load_dataset
 
-__all__ = ["pick_device", "load_splits", "build", "train_original", "make_forget", "CellInputs", "cell_inputs",
+__all__ = ["pick_device", "load_splits", "prepared", "build", "train_original", "make_forget", "subset_trainer",
+           "CellInputs", "cell_inputs",
            "run_unlearning", "score", "peak_mem_mb"]
 
 
@@ -49,6 +51,32 @@ def load_splits(name: str, bench: BenchmarkConfig) -> DatasetSplits:
     if d.max_train is not None and d.max_train < len(ds.train):
         ds = dataclasses.replace(ds, train=ds.train.subset(torch.arange(d.max_train)))
     return ds
+
+
+def prepared(ds: DatasetSplits, alter: ForgetConfig | None, seed: int) -> DatasetSplits:
+    """``ds`` with the training set a data-changing regime (``mislabelled``, ``duplicates``) trains θ0 on: the
+    same deterministic change wherever the run needs it (θ0, forget set, golds, cells); ``ds`` when None."""
+    if alter is None:
+        return ds
+    train, _ = prepare_train(alter, ds.train, ds.num_classes, seed)
+    return dataclasses.replace(ds, train=train)
+
+
+def subset_trainer(bench: BenchmarkConfig, model_name: str, ds: DatasetSplits, *, seed: int, device: torch.device):
+    """``trainer(subsets) -> (K, n) bool``: models of ``model_name`` trained with θ0's recipe on each index subset
+    of ``ds.train`` (together, :func:`sragu_core.ensemble.train_ensemble`; member i seeded by
+    ``member_seed(seed, "memo", i)``), and whether each classifies each training point correctly.  What the
+    ``memorised`` regime's leave-subset-out estimate needs."""
+    from .plan import member_seed
+
+    def trainer(subsets: list[torch.Tensor]) -> torch.Tensor:
+        build_fn = lambda s: build(bench, model_name, ds, seed=s)  # noqa: E731
+        members = [Member(member_seed(seed, "memo", i), member_seed(seed, "memo", i), sub)
+                   for i, sub in enumerate(subsets)]
+        states = train_ensemble(build_fn, ds.train.to(device), bench.train_for(model_name), members, device=device)
+        logits = predict_ensemble(build_fn, states, ds.train.x, device=device)
+        return (logits.argmax(-1).cpu() == ds.train.y.cpu()).cpu()
+    return trainer
 
 
 def build(bench: BenchmarkConfig, model_name: str, ds: DatasetSplits, state: dict | None = None,
@@ -71,10 +99,12 @@ def train_original(ds: DatasetSplits, model_name: str, bench: BenchmarkConfig, *
 
 
 def make_forget(ds: DatasetSplits, cfg: ForgetConfig, *, seed: int, original: nn.Module | None,
-                device: torch.device) -> ForgetSet:
-    """The forget set of ``cfg`` in ``ds.train``, and the membership attack's non-members: the same rule on D_test."""
+                device: torch.device, trainer=None) -> ForgetSet:
+    """The forget set of ``cfg`` in ``ds.train``, and the membership attack's non-members: the same rule on D_test.
+    ``trainer``: :func:`subset_trainer`, for regimes that train models of their own (``memorised``)."""
     model = original.to(device) if original is not None else None
-    fs = select_forget(cfg, ds.train, ds.num_classes, seed=seed, model=model, device=device, heldout=ds.test)
+    fs = select_forget(cfg, ds.train, ds.num_classes, seed=seed, model=model, device=device, heldout=ds.test,
+                       trainer=trainer)
     if original is not None:
         original.cpu()
     fs.manifest["dataset"] = ds.name

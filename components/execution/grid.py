@@ -1,7 +1,8 @@
 """Fans the benchmark grid out on Ray: a DAG of tasks chained through object refs (docs/design.md §7).
 
-Per (dataset): one ``ray.put`` of the data.  Per (dataset, model, seed): one original.  Per forget set:
-one selection task (adversarial regimes consume the original's ref) and one gold retrain.  Per cell:
+Per (dataset): one ``ray.put`` of the data.  Per (dataset, model, seed): one original (and, with ``shadow.n``,
+one task training the shadow originals).  Per forget set: one selection task (adversarial regimes consume
+the original's ref), one gold retrain and, with ``gold.k``, one task training the reference ensemble.  Per cell:
 one task that runs the method and scores it against its gold.  Upstream tasks are created lazily the
 first time a cell needs them, at most ``ray.max_in_flight`` cells are in flight, and results are handled
 in completion order (``ray.wait``).  Application errors are retried ``ray.max_retries`` times; a cell
@@ -31,7 +32,7 @@ from sragu_core.errors import ConfigError
 from ..config import RayConfig, Resolved, TaskResources
 from ..io.store import Store
 from .plan import Cell
-from .tasks import cell_task, forget_task, gold_task, original_task
+from .tasks import cell_task, ensemble_task, forget_task, gold_task, original_task, shadow_task
 
 __all__ = ["FORWARDED_ENV", "Progress", "Upstream", "init_ray", "ray_address", "run_grid"]
 
@@ -202,6 +203,8 @@ class Upstream:
         self._original = ray.remote(original_task).options(**opts)
         self._forget = ray.remote(forget_task).options(**opts)
         self._gold = ray.remote(gold_task).options(**opts)
+        self._ensemble = ray.remote(ensemble_task).options(**opts)
+        self._shadow = ray.remote(shadow_task).options(**opts)
         self.store = store
         self.bench = ray.put(resolved.bench)
         self.datasets = {n: ray.put(ds) for n, ds in datasets.items() if any(c.dataset == n for c in cells)}
@@ -221,6 +224,21 @@ class Upstream:
         if g is None:
             g = refs[c.gold.key] = self._gold.remote(self.store, c.gold, ds, self.bench, o, f)
         return ds, o, f, g
+
+    def references(self, c: Cell) -> tuple:
+        """(gold ensemble, shadow originals) refs for cell ``c`` (None where ``gold.k`` / ``shadow.n`` is 0)."""
+        ds, refs = self.datasets[c.dataset], self._refs
+        e = s = None
+        if c.ensemble is not None:
+            e = refs.get(c.ensemble.key)
+            if e is None:
+                f = refs[c.forget_set.key]
+                e = refs[c.ensemble.key] = self._ensemble.remote(self.store, c.ensemble, ds, self.bench, f)
+        if c.shadow is not None:
+            s = refs.get(c.shadow.key)
+            if s is None:
+                s = refs[c.shadow.key] = self._shadow.remote(self.store, c.shadow, ds, self.bench)
+        return e, s
 
 
 def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict,
@@ -247,7 +265,8 @@ def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict
         while queue and len(inflight) < cfg.max_in_flight:
             c = queue.pop(0)
             ds, o, f, g = upstream(c)
-            inflight[r_cell.remote(store, c, ds, upstream.bench, o, f, g, extra(c))] = c
+            e, s = upstream.references(c)
+            inflight[r_cell.remote(store, c, ds, upstream.bench, o, f, g, extra(c), e, s)] = c
         progress.in_flight = len(inflight)
         timeout = _TICK_S if not stall else max(0.0, min(_TICK_S, last + stall - time.monotonic()))
         done, _ = ray.wait(list(inflight), num_returns=1, timeout=timeout)

@@ -6,8 +6,13 @@ what already exists and changing one method's config changes only that method's 
     data     = H(dataset, data config)
     original = H(code, data, model config, training recipe, seed)
     forget   = H(code, data, forget config, seed [, original when the regime scores with θ0])
-    gold     = H(code, original, forget, gold recipe)            # retrain on D_r
-    cell     = H(code, original, forget, gold, method, method config)
+    gold     = H(code, original, forget, gold recipe, gold init)  # retrain on D_r
+    ensemble = H(code, original, forget, gold recipe, k)          # gold.k independent retrains (gold.k >= 2)
+    shadows  = H(code, original, n)                               # shadow.n - 1 more originals (shadow.n >= 2)
+    cell     = H(code, original, forget, gold, [ensemble, shadows, shadow settings,] method, method config)
+
+A regime that changes the training data before θ0 is trained (``mislabelled``, ``duplicates``: its
+``RegimeSpec.alter``) gets originals of its own, keyed with the regime's parameters (``alter``).
 
 The code version is a hash of the source of ``sragu_core`` and of the compute steps (``components/io/
 datasets.py``, ``components/execution/compute.py``, ``components/execution/tasks.py``,
@@ -31,12 +36,12 @@ from sragu_core.forget import ForgetConfig
 
 from ..config import Resolved
 
-__all__ = ["content_hash", "code_hash", "git_revision", "OriginalSpec", "ForgetSpec", "GoldSpec", "Cell",
-           "plan_cells"]
+__all__ = ["content_hash", "code_hash", "git_revision", "member_seed", "OriginalSpec", "ForgetSpec", "GoldSpec",
+           "EnsembleSpec", "ShadowSpec", "Cell", "plan_cells"]
 
 ROOT = Path(__file__).resolve().parents[2]
 _CODE = ("sragu_core", "components/io/datasets.py", "components/execution/compute.py",
-         "components/execution/tasks.py", "components/execution/artifacts.py")
+         "components/execution/tasks.py", "components/execution/artifacts.py", "components/execution/ensembles.py")
 
 
 def content_hash(obj: Any, n: int = 16) -> str:
@@ -57,6 +62,13 @@ def code_hash() -> str:
     return "src-" + h.hexdigest()[:12]
 
 
+def member_seed(seed: int, role: str, i: int) -> int:
+    """The init and batch-order seed of member ``i`` of an ensemble (``role``: ``gold``, ``shadow``, ``memo``,
+    ``gold_indep``) for the grid seed ``seed``: a hash, so members never share a seed with θ0 (seed itself),
+    with each other, or with another role's members."""
+    return int(content_hash({"seed": seed, "role": role, "member": i}, 8), 16) % 2 ** 31
+
+
 def git_revision() -> str:
     """The checkout's git revision (``+dirty`` when modified), or ``unknown`` (e.g. in a Ray job upload)."""
     try:
@@ -71,13 +83,15 @@ def git_revision() -> str:
 
 @dataclass(frozen=True)
 class OriginalSpec:
-    """θ0 to train: ``model`` on ``dataset`` with the recipe in ``inputs``, initialised and shuffled by ``seed``."""
+    """θ0 to train: ``model`` on ``dataset`` with the recipe in ``inputs``, initialised and shuffled by ``seed``;
+    ``alter``: the regime whose data change (flipped labels, duplicates) the training set carries, if any."""
 
     key: str
     inputs: dict
     dataset: str
     model: str
     seed: int
+    alter: ForgetConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -93,13 +107,39 @@ class ForgetSpec:
 
 @dataclass(frozen=True)
 class GoldSpec:
-    """The gold to retrain on D_r of ``forget`` with the original's recipe ``config``."""
+    """The gold to retrain on D_r of ``forget`` with the original's recipe ``config``, initialised and shuffled
+    by ``seed`` (θ0's seed when ``gold.init`` is ``shared``)."""
 
     key: str
     inputs: dict
     original: OriginalSpec
     forget: ForgetSpec
     config: Any
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """``gold.k`` retrains on D_r of ``forget`` with the original's recipe, member i initialised and shuffled by
+    ``seeds[i]`` (independent of θ0's): the reference distribution and its noise-floor band."""
+
+    key: str
+    inputs: dict
+    original: OriginalSpec
+    forget: ForgetSpec
+    config: Any
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ShadowSpec:
+    """``shadow.n - 1`` more originals next to θ0: the same data and recipe, member i initialised and shuffled by
+    ``seeds[i]``.  Each cell unlearns them too (KLoM, U-LiRA)."""
+
+    key: str
+    inputs: dict
+    original: OriginalSpec
+    seeds: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -110,6 +150,8 @@ class Cell:
     method: str
     method_cfg: Any
     gold: GoldSpec
+    ensemble: EnsembleSpec | None = None
+    shadow: ShadowSpec | None = None
 
     @property
     def original(self) -> OriginalSpec:
@@ -143,6 +185,7 @@ class Cell:
 def plan_cells(resolved: Resolved) -> list[Cell]:
     """Every (dataset, model, seed, regime, method) cell of the grid, with the specs of what it depends on."""
     bench, code = resolved.bench, code_hash()
+    k, n = bench.gold.k, bench.shadow.n
     cells = []
     for ds in bench.datasets:
         data = {"dataset": ds, **to_dict(bench.data)}
@@ -151,19 +194,42 @@ def plan_cells(resolved: Resolved) -> list[Cell]:
             recipe = to_dict(bench.train_for(model))
             g_cfg = resolved.gold_config(model)
             for seed in bench.seeds:
-                o_in = {"code": code, "data": data, "model": model_cfg, "train": recipe, "seed": seed}
-                original = OriginalSpec(content_hash(o_in), o_in, ds, model, seed)
+                originals: dict[str, OriginalSpec] = {}
                 for fcfg in resolved.forget:
+                    alter = fcfg if fcfg.spec.alter is not None else None
+                    o_in = {"code": code, "data": data, "model": model_cfg, "train": recipe, "seed": seed}
+                    if alter is not None:
+                        o_in["alter"] = to_dict(alter)
+                    original = OriginalSpec(content_hash(o_in), o_in, ds, model, seed, alter)
+                    original = originals.setdefault(original.key, original)
                     f_in = {"code": code, "data": data, "forget": to_dict(fcfg), "seed": seed}
-                    scored = fcfg.spec.needs_model
+                    scored = fcfg.spec.needs_model or fcfg.spec.needs_trainer or alter is not None
                     if scored:
                         f_in["original"] = original.key
                     forget = ForgetSpec(content_hash(f_in), f_in, fcfg, seed, original if scored else None)
+                    g_seed = seed if bench.gold.init == "shared" else member_seed(seed, "gold_indep", 0)
                     g_in = {"code": code, "original": original.key, "forget": forget.key, "retrain": to_dict(g_cfg)}
-                    gold = GoldSpec(content_hash(g_in), g_in, original, forget, g_cfg)
+                    if bench.gold.init != "shared":
+                        g_in["seed"] = g_seed
+                    gold = GoldSpec(content_hash(g_in), g_in, original, forget, g_cfg, g_seed)
+                    ensemble = shadow = None
+                    if k:
+                        seeds = tuple(member_seed(seed, "gold", i) for i in range(k))
+                        e_in = {"code": code, "original": original.key, "forget": forget.key,
+                                "retrain": to_dict(g_cfg), "seeds": seeds}
+                        ensemble = EnsembleSpec(content_hash(e_in), e_in, original, forget, g_cfg, seeds)
+                    if n:
+                        seeds = tuple(member_seed(seed, "shadow", i) for i in range(n - 1))
+                        s_in = {"code": code, "original": original.key, "seeds": seeds}
+                        shadow = ShadowSpec(content_hash(s_in), s_in, original, seeds)
                     for method in bench.methods:
                         cfg = resolved.config_for(method, model)
                         c_in = {"code": code, "original": original.key, "forget": forget.key, "gold": gold.key,
                                 "method": method, "config": to_dict(cfg)}
-                        cells.append(Cell(content_hash(c_in), method, cfg, gold))
+                        if ensemble is not None:
+                            c_in["ensemble"] = ensemble.key
+                            c_in["floor_quantiles"] = list(bench.gold.floor_quantiles)
+                        if shadow is not None:
+                            c_in["shadow"] = {"key": shadow.key, **to_dict(bench.shadow)}
+                        cells.append(Cell(content_hash(c_in), method, cfg, gold, ensemble, shadow))
     return cells

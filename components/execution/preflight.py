@@ -78,6 +78,6 @@ def _data(name: str, resolved: Resolved):
             raise ConfigError(key, e.value, e.allowed) from None
         raise
     for f, text in zip(resolved.forget, resolved.bench.regimes):
-        for c in f.classes if f.spec.by_class else ():
+        for c in f.classes:  # regimes without a class keep the default (0,), valid for every dataset
             check(0 <= c < ds.num_classes, "regimes", text, f"class indices in [0, {ds.num_classes - 1}] for {name}")
     return ds

@@ -22,15 +22,27 @@ import torch
 
 from sragu_core.data import DatasetSplits
 from sragu_core.evaluate import gold_reference
+from sragu_core.forget import prepare_train
 
 from ..config import GOLD, BenchmarkConfig
 from ..io.store import CorruptObject, Store, is_corrupt, reason
-from .artifacts import ForgetArtifact, GoldModel, OriginalModel
-from .compute import build, cell_inputs, make_forget, pick_device, run_unlearning, score, train_original
-from .plan import Cell, ForgetSpec, GoldSpec, OriginalSpec
+from .artifacts import ForgetArtifact, GoldEnsemble, GoldModel, OriginalModel, Shadows
+from .compute import (
+    build,
+    cell_inputs,
+    make_forget,
+    pick_device,
+    prepared,
+    run_unlearning,
+    score,
+    subset_trainer,
+    train_original,
+)
+from .ensembles import ensemble_columns, shadow_columns, train_gold_ensemble, train_shadows
+from .plan import Cell, EnsembleSpec, ForgetSpec, GoldSpec, OriginalSpec, ShadowSpec
 
-__all__ = ["original_task", "forget_task", "gold_task", "cell_task", "cell_path", "alpha_omega_path", "read_cell",
-           "cached"]
+__all__ = ["original_task", "forget_task", "gold_task", "ensemble_task", "shadow_task", "cell_task", "cell_path",
+           "alpha_omega_path", "read_cell", "cached"]
 
 T = TypeVar("T")
 
@@ -85,6 +97,7 @@ def original_task(store: Store, spec: OriginalSpec, ds: DatasetSplits, bench: Be
                  lambda o: _expect(spec.key, o.key, "original"))
     if hit is not None:
         return hit
+    ds = prepared(ds, spec.alter, spec.seed)
     model, facts, summary = train_original(ds, spec.model, bench, seed=spec.seed, device=pick_device(bench.device))
     out = OriginalModel(spec.key, model.state_dict(), facts, summary["train_time_s"], summary["train_loss"],
                         spec.inputs)
@@ -101,8 +114,15 @@ def forget_task(store: Store, spec: ForgetSpec, ds: DatasetSplits, bench: Benchm
                  lambda f: _expect(spec.key, f.key, "forget set"))
     if hit is not None:
         return hit
+    device = pick_device(bench.device)
+    alter = spec.original.alter if spec.original is not None else None
+    raw, ds = ds, prepared(ds, alter, spec.seed)
     model = build(bench, spec.original.model, ds, original.state) if spec.original is not None else None
-    fs = make_forget(ds, spec.config, seed=spec.seed, original=model, device=pick_device(bench.device))
+    trainer = subset_trainer(bench, spec.original.model, ds, seed=spec.seed, device=device) \
+        if spec.config.spec.needs_trainer else None
+    fs = make_forget(ds, spec.config, seed=spec.seed, original=model, device=device, trainer=trainer)
+    if alter is not None:  # what the regime changed in the training data (flipped labels, duplicated points)
+        fs.manifest["alter"] = prepare_train(alter, raw.train, raw.num_classes, spec.seed)[1]
     out = ForgetArtifact(spec.key, fs)
     store.put_json(path, out.to_store())
     return out
@@ -118,17 +138,57 @@ def gold_task(store: Store, spec: GoldSpec, ds: DatasetSplits, bench: BenchmarkC
     if hit is not None:
         return hit
     device = pick_device(bench.device)
+    ds = prepared(ds, spec.original.alter, spec.original.seed)
     inputs = cell_inputs(ds, forget.forget, spec.forget.config)
+    # the gold reinitialises from spec.seed: θ0's own seed (gold.init=shared) or an independent one
     model, summary = run_unlearning(GOLD, spec.config, build(bench, spec.original.model, ds, original.state),
-                                    inputs, seed=spec.original.seed, device=device)
+                                    inputs, seed=spec.seed, device=device)
     reference = gold_reference(model.to(device), inputs.splits, device=device, seed=spec.original.seed)
     out = GoldModel(spec.key, forget.key, model.cpu().state_dict(), reference, summary["method_time_s"])
     store.put_torch(path, out.to_store())
     return out
 
 
+def ensemble_task(store: Store, spec: EnsembleSpec, ds: DatasetSplits, bench: BenchmarkConfig,
+                  forget: ForgetArtifact) -> GoldEnsemble:
+    """``gold.k`` independent retrains of one forget set, trained together: their references and noise band."""
+    _threads()
+    path = f"artifacts/gold_ensemble/{spec.key}.pt"
+    hit = cached(store, path, lambda p: GoldEnsemble.from_store(store.get_torch(p)),
+                 lambda e: (_expect(spec.key, e.key, "gold ensemble"),
+                            _expect(forget.key, e.forget_key, "gold ensemble's forget set")))
+    if hit is not None:
+        return hit
+    ds = prepared(ds, spec.original.alter, spec.original.seed)
+    inputs = cell_inputs(ds, forget.forget, spec.forget.config)
+    fields = train_gold_ensemble(bench, spec.original.model, ds, inputs, spec.config, spec.seeds,
+                                 seed=spec.original.seed, device=pick_device(bench.device))
+    out = GoldEnsemble(spec.key, forget.key, **fields)
+    store.put_torch(path, out.to_store())
+    return out
+
+
+def shadow_task(store: Store, spec: ShadowSpec, ds: DatasetSplits, bench: BenchmarkConfig) -> Shadows:
+    """``shadow.n - 1`` more originals beside θ0 (its data and recipe, their own seeds), trained together."""
+    _threads()
+    path = f"artifacts/shadows/{spec.key}.pt"
+    hit = cached(store, path, lambda p: Shadows.from_store(store.get_torch(p)),
+                 lambda s: (_expect(spec.key, s.key, "shadow originals"),
+                            _expect(spec.original.key, s.original_key, "shadows' original")))
+    if hit is not None:
+        return hit
+    o = spec.original
+    ds = prepared(ds, o.alter, o.seed)
+    states, time_s = train_shadows(bench, o.model, ds, ds.train, bench.train_for(o.model), spec.seeds,
+                                   device=pick_device(bench.device))
+    out = Shadows(spec.key, o.key, tuple(states), time_s)
+    store.put_torch(path, out.to_store())
+    return out
+
+
 def cell_task(store: Store, cell: Cell, ds: DatasetSplits, bench: BenchmarkConfig, original: OriginalModel,
-              forget: ForgetArtifact, gold: GoldModel, extra: dict) -> dict:
+              forget: ForgetArtifact, gold: GoldModel, extra: dict, ensemble: GoldEnsemble | None = None,
+              shadows: Shadows | None = None) -> dict:
     """Run one method and score it against the gold; writes ``cells/<key>.parquet`` (one row).
 
     Returns ``{"row": {...}, "alpha_omega": [...] | None, "epoch_trace": [...]}``.  ``extra`` holds columns
@@ -137,14 +197,28 @@ def cell_task(store: Store, cell: Cell, ds: DatasetSplits, bench: BenchmarkConfi
     _threads()
     t0 = time.perf_counter()
     device = pick_device(bench.device)
+    ds = prepared(ds, cell.original.alter, cell.seed)
     inputs = cell_inputs(ds, forget.forget, cell.forget)
     original_model = build(bench, cell.model, ds, original.state)
     unlearned, summary = run_unlearning(cell.method, cell.method_cfg, original_model, inputs, seed=cell.seed,
                                         device=device, freeze_norm=bench.freeze_norm)
     metrics = score(unlearned, original_model, original.facts, gold.reference, inputs, seed=cell.seed,
                     device=device, gold_time_s=gold.time_s, method_time_s=summary["method_time_s"])
+    if ensemble is not None:  # against the distribution of retrains, and that distribution's own band
+        metrics.update(ensemble_columns(unlearned, metrics, ensemble, inputs, seed=cell.seed, device=device))
+        metrics["ensemble_time_s"] = ensemble.time_s  # training the k retrains together
+    if ensemble is not None and shadows is not None:  # the method on n originals: KLoM, U-LiRA
+        t1 = time.perf_counter()
+        metrics.update(shadow_columns(cell.method, cell.method_cfg, unlearned, shadows.states, cell.shadow.seeds,
+                                      ensemble, bench, cell.model, ds, inputs, device=device))
+        metrics["shadow_time_s"] = time.perf_counter() - t1
+        unlearned.cpu()
     manifest = forget.manifest
-    fraction = manifest["size"] / manifest["train_size"] if cell.forget.spec.by_class else cell.forget.fraction
+    # the configured fraction where the forget set is exactly that share of the training set; else the measured
+    # share (class deletions, subpopulations, duplicates: a cluster's size, copies appended to the training set)
+    size, n = manifest["size"], manifest["train_size"]
+    fraction = cell.forget.fraction if round(cell.forget.fraction * n) == size and not cell.forget.spec.by_class \
+        else size / n
     row = {**cell.coords(), "status": "ok", "forget_fraction": fraction,
            "forget_size": manifest["size"], "train_size": manifest["train_size"],
            "forget_key": forget.key, "original_key": original.key,

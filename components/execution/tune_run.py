@@ -54,7 +54,7 @@ from sragu_core.metrics import accuracy, js, kl_to_gold, pd, predict, tv
 from ..config import Resolved, TaskResources
 from ..io.store import Store
 from ..io.tracking import Tracker
-from .compute import CellInputs, build, cell_inputs, pick_device
+from .compute import CellInputs, build, cell_inputs, pick_device, prepared
 from .grid import Upstream, init_ray
 from .plan import plan_cells
 from .search_space import Protocol, SearchDim, assemble, describe, flat_point, search_space, to_tune
@@ -199,7 +199,7 @@ def prepare_cells(resolved: Resolved, settings: TuneSettings, store: Store, data
     out = []
     for c in cells:
         _, o, f, g = ray.get(list(upstream(c)))
-        ds = datasets[c.dataset]
+        ds = prepared(datasets[c.dataset], c.original.alter, c.seed)  # the data θ0 trained on
         inputs = cell_inputs(ds, f.forget, c.forget)
         original = build(bench, c.model, ds, o.state)
         split = inputs.splits.val if settings.penalty_split == "val" else inputs.splits.test

@@ -1,7 +1,17 @@
 """The benchmark report: statistics (``tables``, ``verdict``), Markdown (``markdown``), figures (``plots``), console."""
 
 from .console import CONSOLE_METRICS, summary_table
-from .markdown import DAGGER, fmt, fmt_ci, to_markdown_table, write_report
+from .markdown import (
+    DAGGER,
+    ENSEMBLE_HEADLINE,
+    FLOOR_MARK,
+    KLOM_METRICS,
+    ULIRA_METRICS,
+    fmt,
+    fmt_ci,
+    to_markdown_table,
+    write_report,
+)
 from .tables import (
     FLOOR_METHOD,
     GOLD_DISTANCES,
@@ -10,14 +20,25 @@ from .tables import (
     REPORT_METRICS,
     SUMMARY_METRICS,
     deletion_sweep,
+    ensemble_floor,
+    family_means,
     noise_floor,
     paired_comparison,
     read_results,
     summary,
 )
-from .verdict import VERDICT_AGAINST, VERDICT_COLUMNS, VERDICT_METRICS, paired_stats, verdict_table
+from .verdict import (
+    VERDICT_AGAINST,
+    VERDICT_COLUMNS,
+    VERDICT_METRICS,
+    VERDICT_REFERENCE_METRICS,
+    paired_stats,
+    verdict_table,
+)
 
-__all__ = ["CONSOLE_METRICS", "summary_table", "DAGGER", "fmt", "fmt_ci", "to_markdown_table", "write_report",
+__all__ = ["CONSOLE_METRICS", "summary_table", "DAGGER", "ENSEMBLE_HEADLINE", "FLOOR_MARK", "KLOM_METRICS",
+           "ULIRA_METRICS", "fmt", "fmt_ci", "to_markdown_table", "write_report",
            "FLOOR_METHOD", "GOLD_DISTANCES", "PAIRED_METRICS", "PLOT_METRICS", "REPORT_METRICS", "SUMMARY_METRICS",
-           "deletion_sweep", "noise_floor", "paired_comparison", "read_results", "summary",
-           "VERDICT_AGAINST", "VERDICT_COLUMNS", "VERDICT_METRICS", "paired_stats", "verdict_table"]
+           "deletion_sweep", "ensemble_floor", "family_means", "noise_floor", "paired_comparison", "read_results",
+           "summary", "VERDICT_AGAINST", "VERDICT_COLUMNS", "VERDICT_METRICS", "VERDICT_REFERENCE_METRICS",
+           "paired_stats", "verdict_table"]

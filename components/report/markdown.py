@@ -29,19 +29,28 @@ from .tables import (
     _values,
     deletion_sweep,
     direction,
+    ensemble_floor,
+    family_means,
     noise_floor,
     paired_comparison,
     summary,
 )
 from .verdict import verdict_table
 
-__all__ = ["fmt", "fmt_ci", "to_markdown_table", "write_report", "DAGGER"]
+__all__ = ["fmt", "fmt_ci", "to_markdown_table", "write_report", "DAGGER", "FLOOR_MARK", "ENSEMBLE_HEADLINE",
+           "KLOM_METRICS", "ULIRA_METRICS"]
 
 DAGGER = "†"
 _ARROW = {"lower": " ↓", "higher": " ↑"}
 _DIRECTION_TEXT = {"lower": "lower is better", "higher": "higher is better",
                    "closer_to_gold": "closer to the gold (retrained) model's value is better",
                    "n/a": "descriptive, no better direction"}
+# the columns of the reference-ensemble, KLoM and U-LiRA sections (those with a value in an ok row are shown;
+# a run without reference ensembles or shadow models has none, and its report has none of these sections)
+ENSEMBLE_HEADLINE = ("js_ens", "kl_to_gold_ens", "pd_ens", "mia_gap_ens", "avg_gap_ens")
+KLOM_METRICS = ("klom_forget", "klom_forget_hi", "klom_retain", "klom_val")
+ULIRA_METRICS = ("ulira_auc", "ulira_tpr_1pct", "ulira_tpr_01pct")
+FLOOR_MARK = "≤ floor"
 
 
 # --------------------------------------------------------------------------------------------- formatting
@@ -135,6 +144,10 @@ class _Report:
         self.fig_no += 1
         return f"fig{self.fig_no:02d}_{stem}.png"
 
+    def present(self, metrics: Sequence[str]) -> list[str]:
+        """The registered ``metrics`` with a value in some ok row."""
+        return [m for m in metrics if m in METRICS and _values(self.ok, m).size]
+
 
 def _overview(r: _Report, title: str) -> list[str]:
     d = r.d
@@ -150,6 +163,7 @@ def _overview(r: _Report, title: str) -> list[str]:
 def _metric_definitions(r: _Report) -> list[str]:
     md = ["## Metrics", ""]
     described = dict.fromkeys([*r.metrics, *(["test_acc_drop", "diverged"] if len(r.sweep) else []),
+                               *r.present((*ENSEMBLE_HEADLINE, *KLOM_METRICS, *ULIRA_METRICS)),
                                *(r.paired["metric"] if len(r.paired) else []),
                                *(r.verdict["metric"] if len(r.verdict) else [])])
     for m in described:
@@ -225,6 +239,107 @@ def _noise_floor(r: _Report) -> list[str]:
     return md
 
 
+def _regime_tables(r: _Report, metrics: Sequence[str], name: str, band=None) -> list[str]:
+    """Per (dataset, model, regime): a ``### <name>: …`` table of methods (those with a value) × ``metrics`` (mean
+    [95% t CI] over seeds). ``band(ds, mo, rg, rows, table)`` may append lines and mark cells."""
+    summ = summary(r.ok, metrics)
+    summ = summ[summ[[f"{m}_mean" for m in metrics]].notna().any(axis=1)]
+    md = []
+    for (ds, mo, rg), rows in summ.groupby(["dataset", "model", "regime"], sort=False):
+        table = _ci_table(rows, metrics, {"method": [r.lab(ds, mo, me) for me in rows["method"]],
+                                          "n": list(rows["n"])})
+        notes = band(ds, mo, rg, rows, table) if band else []
+        md += [f"### {name}: {ds} / {mo} / {rg}", "", *notes, to_markdown_table(table), ""]
+    return md
+
+
+def _family_rollup(r: _Report, metrics: Sequence[str], name: str) -> list[str]:
+    """``### <name> by regime family``: the mean over a family's regimes of each method's per-regime mean."""
+    fam = family_means(summary(r.ok, metrics), r.ok, metrics)
+    fam = fam[fam[[f"{m}_mean" for m in metrics]].notna().any(axis=1)]
+    if not len(fam):
+        return []
+    table = pd.DataFrame({"dataset": list(fam["dataset"]), "model": list(fam["model"]),
+                          "regime_family": list(fam["regime_family"]),
+                          "method": [r.lab(ds, mo, me) for ds, mo, me in zip(fam["dataset"], fam["model"],
+                                                                            fam["method"])],
+                          "regimes": list(fam["regimes"]),
+                          **{m + _ARROW.get(direction(m), ""): list(fam[f"{m}_mean"]) for m in metrics}})
+    return [f"### {name} by regime family", "",
+            "The mean over the family's regimes (`regime_family`) of each method's mean over seeds; `regimes` is "
+            "how many regimes it averages. No interval: regimes are not samples of one quantity.", "",
+            to_markdown_table(table), ""]
+
+
+def _ensemble(r: _Report) -> list[str]:
+    metrics = r.present(ENSEMBLE_HEADLINE)
+    if not metrics:
+        return []
+    floor = ensemble_floor(r.ok, [m[:-len("_ens")] for m in metrics])
+
+    def band(ds: str, mo: str, rg: str, rows: pd.DataFrame, table: pd.DataFrame) -> list[str]:
+        fl = floor[(floor["dataset"] == ds) & (floor["model"] == mo) & (floor["regime"] == rg)]
+        parts = []
+        for m in metrics:
+            base = m[:-len("_ens")]
+            mean, lo, hi = (fl.iloc[0][f"{base}_floor_{e}"] if len(fl) else float("nan") for e in ("mean", "lo", "hi"))
+            if mean != mean:
+                continue
+            parts.append(f"`{base}` {fmt(mean)} in [{fmt(lo)}, {fmt(hi)}]")
+            col = m + _ARROW.get(direction(m), "")
+            table[col] = [f"{cell} {FLOOR_MARK}" if v <= hi else cell
+                          for cell, v in zip(table[col], rows[f"{m}_mean"])]  # nan compares False
+        if not parts:
+            return ["Floor band: none recorded.", ""]
+        return [f"Floor band (mean of the band over {int(fl.iloc[0]['n'])} seeds): " + "; ".join(parts) + ".", ""]
+
+    return ["", "## Against the reference ensemble", "",
+            "Each unlearned model u is also compared with every one of the gold.k independent retrains r_1 … r_k "
+            "on the retain set (each with its own initialisation and batch order): `<m>_ens` is the mean over the "
+            "members of m(u, r_i), a distance to the distribution of retrained models rather than to one draw "
+            "from it. The floor band is the same metric between pairs of the retrains themselves, m(r_i, r_j) "
+            "over i < j: how far two models retrained without the data lie from each other. It is written "
+            "`mean in [lo, hi]` (the mean and the low and high quantiles over pairs, `gold.floor_quantiles`), each "
+            "averaged over seeds; it is a spread of retrains, not a confidence interval. A method whose mean "
+            f"`<m>_ens` lies inside the band or below it is marked `{FLOOR_MARK}`: it is as close to \"retrained\" "
+            "as retraining is. Method cells are the mean [95% t CI] over seeds.", "",
+            *_regime_tables(r, metrics, "Ensemble", band)][:-1]
+
+
+def _klom(r: _Report) -> list[str]:
+    metrics = r.present(KLOM_METRICS)
+    if not metrics:
+        return []
+    return ["", "## KLoM", "",
+            "KLoM (KL divergence of margins; Georgiev et al. 2024) asks whether the method's unlearned models are "
+            "distributed like retrained ones, point by point: for each query point, the KL divergence between the "
+            "histogram of its margin (z_y − logsumexp_{j≠y} z_j) over the shadow.n unlearned models (the method "
+            "applied to shadow.n originals) and over the gold.k retrained models. `klom_forget`, `klom_retain` and "
+            "`klom_val` are its mean over the query points of D_f, D_r and D_val; `klom_forget_hi` a high "
+            "percentile over the forget points (`shadow.klom_percentile`), the worst-served points. Lower is "
+            "better; about 0 means like retraining, up to the estimator's bias: with few models the histograms "
+            f"are noisy and KLoM is above 0 even between two sets of retrains. `{FLOOR_METHOD}` (itself a "
+            "retrain) is the control whose KLoM shows that bias at this n; `original`, the no-op, shows the value "
+            "for not unlearning at all. Cells are the mean [95% t CI] over seeds.", "",
+            *_regime_tables(r, metrics, "KLoM"), *_family_rollup(r, metrics, "KLoM")][:-1]
+
+
+def _ulira(r: _Report) -> list[str]:
+    metrics = r.present(ULIRA_METRICS)
+    if not metrics:
+        return []
+    return ["", "## U-LiRA", "",
+            "U-LiRA (Hayes et al. 2024) attacks each forget point with a per-example Gaussian likelihood-ratio "
+            "test: did this model's margin on the point come from the unlearned or from the retrained "
+            "distribution? The attack's shadow models are the run's own: the shadow.n unlearned models and the "
+            "gold.k retrained ones. `ulira_auc` is its ROC AUC, `ulira_tpr_1pct` and `ulira_tpr_01pct` its "
+            "true-positive rate at 1% and 0.1% false-positive rate. Chance — unlearned models indistinguishable "
+            "from retrained ones — is 0.5, 0.01 and 0.001; lower is better down to those values. "
+            f"`{FLOOR_METHOD}` shows the attack where there is nothing to find, `original` where nothing was "
+            "forgotten. Cells are the mean [95% t CI] over seeds.", "",
+            *_regime_tables(r, metrics, "U-LiRA"), *_family_rollup(r, metrics, "U-LiRA")][:-1]
+
+
 def _deletion_sweep(r: _Report) -> list[str]:
     sweep = r.sweep
     if not len(sweep):
@@ -283,7 +398,8 @@ def _verdict(r: _Report) -> list[str]:
           "at this n would detect with 80% power at α = 0.05: an `inconclusive` row says nothing about "
           "differences smaller than its MDE. Verdict: `<method> better` when the t interval excludes 0, else "
           "`equivalent` when TOST passes, else `inconclusive`; a metric with no noise floor (not a distance to "
-          f"the gold, or no ok `{FLOOR_METHOD}` cells) can never be `equivalent`. See docs/statistics.md.", "",
+          f"the gold, or no ok `{FLOOR_METHOD}` cells) can never be `equivalent`. See docs/statistics.md."
+          + _reference_margins(v), "",
           "Verdicts: " + ", ".join(f"{n} {name}" for name, n in counts.items()) + ".", "", *_glance(r, v)]
     for (ds, mo, rg), rows in v.groupby(["dataset", "model", "regime"], sort=False):
         md += [f"### Verdict: {ds} / {mo} / {rg}", ""]
@@ -300,6 +416,17 @@ def _verdict(r: _Report) -> list[str]:
             "TOST p (±margin)": tost, "MDE": list(rows["mde"]), "verdict": list(rows["verdict"])})))
         md.append("")
     return md[:-1]
+
+
+def _reference_margins(v: pd.DataFrame) -> str:
+    """The verdict text's note on the margins of reference-ensemble metrics, when the verdict has any."""
+    ens = any(m.endswith("_ens") for m in v["metric"])
+    shadow = any(m.startswith(("klom_", "ulira_")) for m in v["metric"])
+    text = (" For a distance to the reference ensemble (`<m>_ens`) the margin is the ensemble's own noise floor "
+            "instead, the mean over seeds of `<m>_floor_mean` (see Against the reference ensemble).") if ens else ""
+    if shadow:
+        text += " KLoM and U-LiRA rows have no margin (`no floor`): no equivalence claim, only the MDE."
+    return text
 
 
 GLANCE_METRIC = "js"  # the tuning objective's distance: bounded, so one diverged seed cannot decide a mean
@@ -347,18 +474,19 @@ def write_report(df: pd.DataFrame | Iterable[Mapping], out_dir: Path, title: str
 
     Sections: overview, metric definitions and directions, tuning (when any row is tuned or a note is given;
     tuned methods carry a † everywhere), per-regime summary tables with plots, the retrain_indep noise floor,
-    the random-deletion sweep, the verdict of sragu against each method of ``VERDICT_AGAINST`` that was run
-    (``verdict_table``; when any was), the paired sragu − agu comparison, and the failed cells (when any).
-    The full verdict table also goes to ``verdict.csv`` when it has rows.  ``report.md`` is written last,
-    through a temporary file, so a crash never leaves a half-written report.
+    when the table has their columns the distances to the reference ensemble against its own floor band, KLoM and
+    U-LiRA (per regime, and per regime family), the random-deletion sweep, the verdict of sragu against each method
+    of ``VERDICT_AGAINST`` that was run (``verdict_table``; when any was), the paired sragu − agu comparison, and
+    the failed cells (when any). The full verdict table also goes to ``verdict.csv`` when it has rows.
+    ``report.md`` is written last, through a temporary file, so a crash never leaves a half-written report.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     r = _Report.of(df, out_dir)
     tuning = _tuning(r, tuned_note)
     md = [*_overview(r, title), "", *_metric_definitions(r), *([""] + tuning if tuning else []), "",
-          *_per_regime(r), *_noise_floor(r), *_deletion_sweep(r), *_verdict(r), *_paired(r),
-          *_failed(r)]
+          *_per_regime(r), *_noise_floor(r), *_ensemble(r), *_klom(r), *_ulira(r), *_deletion_sweep(r),
+          *_verdict(r), *_paired(r), *_failed(r)]
     if len(r.verdict):  # every verdict row with all its columns, for readers who want more than the tables
         tmp_csv = out_dir / ".verdict.csv.tmp"
         r.verdict.to_csv(tmp_csv, index=False)

@@ -22,8 +22,8 @@ from sragu_core.evaluate import METRICS, metrics_in
 from sragu_core.metrics import mean_ci
 
 __all__ = ["REQUIRED", "CELL", "FLOOR_METHOD", "SUMMARY_METRICS", "PAIRED_METRICS", "PLOT_METRICS", "REPORT_METRICS",
-           "GOLD_DISTANCES", "summary", "noise_floor", "deletion_sweep", "paired_comparison", "read_results",
-           "direction"]
+           "GOLD_DISTANCES", "summary", "noise_floor", "ensemble_floor", "family_means", "deletion_sweep",
+           "paired_comparison", "read_results", "direction"]
 
 REQUIRED = ("dataset", "model", "seed", "regime", "method", "status")
 CELL = ("dataset", "model", "regime", "method")
@@ -36,6 +36,7 @@ REPORT_METRICS = metrics_in("report")
 # and its value is the noise floor below which a method is indistinguishable from retraining.
 GOLD_DISTANCES = tuple(s.name for s in METRICS.values() if s.gold_distance)
 FLOOR_METHOD = "retrain_indep"
+FLOOR_ENDS = ("lo", "mean", "hi")  # ``<m>_floor_<end>``: the reference ensemble's own band (docs/reference_metrics.md)
 _NAN = float("nan")
 
 
@@ -102,6 +103,52 @@ def noise_floor(summary_df: pd.DataFrame) -> pd.DataFrame:
     """The ``retrain_indep`` rows of a ``summary`` per (dataset, model, regime): the distance-to-gold noise floor."""
     floor = summary_df[summary_df["method"] == FLOOR_METHOD]
     return floor.drop(columns=["method", "tuned"], errors="ignore").reset_index(drop=True)
+
+
+def _seed_mean(rows: pd.DataFrame, col: str) -> float:
+    """The mean over seeds of ``col``, a seed's rows averaged first (nan dropped; nan when no value). For columns
+    that are one value per seed repeated on every method's row (the reference ensemble's band), so a seed where
+    more methods finished does not weigh more."""
+    if col not in rows:
+        return _NAN
+    v = pd.to_numeric(rows[col], errors="coerce").groupby(rows["seed"]).mean().dropna()
+    return float(v.mean()) if len(v) else _NAN
+
+
+def ensemble_floor(df: pd.DataFrame | Iterable[Mapping], metrics: Sequence[str] = GOLD_DISTANCES) -> pd.DataFrame:
+    """The reference ensemble's noise-floor band per (dataset, model, regime) with ok rows: n (seeds with any band
+    value) and ``<m>_floor_lo, <m>_floor_mean, <m>_floor_hi`` for each gold distance m, each the mean over seeds
+    (``_seed_mean``) of the pairwise-retrain quantile / mean the pipeline recorded (nan when absent)."""
+    d = _frame(df)
+    ok = d[d["status"] == "ok"]
+    cols = [f"{m}_floor_{e}" for m in metrics for e in FLOOR_ENDS]
+    rows = []
+    for key, g in ok.groupby(["dataset", "model", "regime"], sort=False):
+        present = [c for c in cols if c in g]
+        n = int(g.loc[g[present].apply(pd.to_numeric, errors="coerce").notna().any(axis=1), "seed"].nunique()) \
+            if present else 0
+        rows.append({**dict(zip(("dataset", "model", "regime"), key)), "n": n, **{c: _seed_mean(g, c) for c in cols}})
+    return pd.DataFrame(rows, columns=["dataset", "model", "regime", "n", *cols])
+
+
+def family_means(summary_df: pd.DataFrame, df: pd.DataFrame | Iterable[Mapping],
+                 metrics: Sequence[str]) -> pd.DataFrame:
+    """A ``summary`` rolled up per regime family: one row per (dataset, model, regime_family, method) with
+    ``regimes`` (how many regimes of the family the method has a row in) and ``<m>_mean``, the mean over those
+    regimes of the per-regime mean (nan regimes dropped). A regime's family is its first non-null
+    ``regime_family`` in ``df``; empty when ``df`` has no such column."""
+    cols = ["dataset", "model", "regime_family", "method", "regimes", *(f"{m}_mean" for m in metrics)]
+    d = _frame(df)
+    if "regime_family" not in d or summary_df.empty:
+        return pd.DataFrame(columns=cols)
+    fam = d.dropna(subset=["regime_family"]).groupby(["dataset", "model", "regime"], sort=False)["regime_family"] \
+        .first().rename("regime_family").reset_index()
+    s = summary_df.merge(fam, on=["dataset", "model", "regime"], how="inner")
+    rows = []
+    for key, g in s.groupby(["dataset", "model", "regime_family", "method"], sort=False):
+        rows.append({**dict(zip(cols[:4], key)), "regimes": int(g["regime"].nunique()),
+                     **{f"{m}_mean": float(g[f"{m}_mean"].mean()) for m in metrics}})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def deletion_sweep(df: pd.DataFrame | Iterable[Mapping]) -> pd.DataFrame:

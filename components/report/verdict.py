@@ -8,6 +8,8 @@ same (dataset, model, regime) and the metric is not nan there. On the difference
 - a bootstrap interval of the mean (BCa, percentile when BCa is undefined; descriptive only);
 - TOST equivalence within ±margin, the margin being the noise floor: the mean value of the metric for the
   independent retrain (``retrain_indep``) in the same (dataset, model, regime), for the registered gold distances;
+  for a distance to the reference ensemble ``<m>_ens``, the ensemble's own band centre (mean of ``<m>_floor_mean``);
+  none (nan) for KLoM and U-LiRA, which have no equivalence claim;
 - the minimum detectable effect (MDE) of a two-sided paired t test at this n, alpha and power.
 
 Rank tests are not used for the verdict: with n pairs the smallest two-sided Wilcoxon or sign-test p is 2/2^n
@@ -26,14 +28,17 @@ from scipy import stats
 
 from sragu_core.evaluate import METRICS
 
-from .tables import FLOOR_METHOD, GOLD_DISTANCES, PAIRED_METRICS, _frame, _paired_diffs, _values, direction
+from .tables import FLOOR_METHOD, GOLD_DISTANCES, PAIRED_METRICS, _frame, _paired_diffs, _seed_mean, _values, direction
 
-__all__ = ["VERDICT_AGAINST", "VERDICT_METRICS", "VERDICT_COLUMNS", "paired_stats", "verdict_table"]
+__all__ = ["VERDICT_AGAINST", "VERDICT_METRICS", "VERDICT_REFERENCE_METRICS", "VERDICT_COLUMNS", "paired_stats",
+           "verdict_table"]
 
 # the methods the target is compared with, when they were run (the ablations of SRAGU, AGU, and θ0 unchanged)
 VERDICT_AGAINST = ("agu", "agu_layerwise", "sragu_permuted", "sragu_random", "sragu_uniform", "original")
 # the "paired" view of the metric registry, plus js and avg_gap where registered (avg_gap is already paired today)
 VERDICT_METRICS = (*PAIRED_METRICS, *(m for m in ("js", "avg_gap") if m in METRICS and m not in PAIRED_METRICS))
+# added to the default metrics when the table has values for them (runs with reference ensembles and shadow models)
+VERDICT_REFERENCE_METRICS = tuple(m for m in ("klom_forget", "ulira_auc", "js_ens", "avg_gap_ens") if m in METRICS)
 VERDICT_COLUMNS = ("dataset", "model", "regime", "regime_family", "against", "metric", "n_pairs", "mean_diff",
                    "median_diff", "t_lo", "t_hi", "boot_lo", "boot_hi", "t_p", "margin", "tost_p", "mde", "verdict")
 _NAN = float("nan")
@@ -125,28 +130,42 @@ def _verdict(s: dict, direction_: str, target: str, against: str) -> str:
     return "inconclusive"
 
 
-def _margin(floor_rows: pd.DataFrame, metric: str) -> float:
-    """The noise floor of a gold-distance metric: the mean over the ok retrain_indep rows; nan otherwise."""
+def _margin(ok: pd.DataFrame, floor_rows: pd.DataFrame, metric: str) -> float:
+    """The noise floor of a gold-distance metric: the mean over the ok retrain_indep rows; of its distance to the
+    reference ensemble ``<m>_ens``: the mean over seeds of the ok rows' ``<m>_floor_mean``; nan otherwise."""
+    if metric.endswith("_ens") and metric[:-4] in GOLD_DISTANCES:
+        return _seed_mean(ok, f"{metric[:-4]}_floor_mean")
     v = _values(floor_rows, metric) if metric in GOLD_DISTANCES else np.empty(0)
     return float(v.mean()) if v.size else _NAN
 
 
 def verdict_table(df: pd.DataFrame | Iterable[Mapping], target: str = "sragu",
-                  against: Sequence[str] = VERDICT_AGAINST, metrics: Sequence[str] = VERDICT_METRICS,
+                  against: Sequence[str] = VERDICT_AGAINST, metrics: Sequence[str] | None = None,
                   alpha: float = 0.05) -> pd.DataFrame:
     """One row per (dataset, model, regime) × method of ``against`` run there beside ``target`` × metric.
+
+    ``metrics`` defaults to ``VERDICT_METRICS`` followed by those of ``VERDICT_REFERENCE_METRICS`` (``klom_forget,
+    ulira_auc, js_ens, avg_gap_ens``) that have a non-nan value in some ok row, so a table from a run without
+    reference ensembles or shadow models gives exactly the verdicts of ``metrics=VERDICT_METRICS``.
 
     ``n_pairs, mean_diff, median_diff, t_lo, t_hi, boot_lo, boot_hi, t_p, tost_p, mde`` are ``paired_stats`` of
     target − against on seed (ok rows, non-nan metric; bootstrap seed 0), with ``margin`` = the noise floor: the
     mean of the ``retrain_indep`` ok rows' metric in the same (dataset, model, regime) for a registered gold
-    distance, nan for any other metric or when retrain_indep has no ok value (then the verdict is never
-    "equivalent"). ``verdict``: "<target> better" / "<against> better" when the t interval excludes 0 (the side from
-    the metric's registered direction), "equivalent" when TOST passes at the margin, "inconclusive" otherwise; for a
-    metric whose direction is not lower/higher, "differs" / "no difference" / "inconclusive". ``regime_family`` is a
-    column only when the input has one. Rows follow the table's order of (dataset, model, regime), then ``against``,
-    then ``metrics``.
+    distance; for a distance to the reference ensemble ``<m>_ens``, the ensemble's own floor: the mean over seeds of
+    ``<m>_floor_mean`` in the (dataset, model, regime)'s ok rows (the mean distance between two of its independent
+    retrains; a seed's rows, identical across methods, are averaged first); nan for any other metric — KLoM and
+    U-LiRA make no equivalence claim, only their MDE is reported — or when there is no floor value (then the
+    verdict is never "equivalent"). ``verdict``: "<target> better" / "<against> better" when the t interval
+    excludes 0 (the side from the metric's registered direction), "equivalent" when TOST passes at the margin,
+    "inconclusive" otherwise; for a metric whose direction is not lower/higher, "differs" / "no difference" /
+    "inconclusive". ``regime_family`` is a column only when the input has one. Rows follow the table's order of
+    (dataset, model, regime), then ``against``, then ``metrics``.
     """
     d = _frame(df)
+    if metrics is None:
+        ok_all = d[d["status"] == "ok"]
+        metrics = (*VERDICT_METRICS, *(m for m in VERDICT_REFERENCE_METRICS
+                                       if m not in VERDICT_METRICS and _values(ok_all, m).size))
     family = "regime_family" in d
     cols = [c for c in VERDICT_COLUMNS if family or c != "regime_family"]
     rows = []
@@ -164,7 +183,7 @@ def verdict_table(df: pd.DataFrame | Iterable[Mapping], target: str = "sragu",
             if other not in ran or other == target:
                 continue
             for m in metrics:
-                margin = _margin(floor_rows, m)
+                margin = _margin(ok, floor_rows, m)
                 s = paired_stats(_paired_diffs(ok, target, other, m), margin, alpha=alpha)
                 rows.append({**lead, "against": other, "metric": m, "n_pairs": s["n"], "mean_diff": s["mean"],
                              "median_diff": s["median"], "t_lo": s["t_lo"], "t_hi": s["t_hi"],
