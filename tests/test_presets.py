@@ -81,8 +81,10 @@ def test_every_preset_smoke_variant_runs(preset, data_dir, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update({"OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"})
     # every method runs end to end on the default preset (both architectures); the other presets prove their
-    # data, models and regimes with three methods, which keeps the suite inside its time budget
-    methods = smoke.methods if preset == "default" else ("retrain_indep", "agu", "sragu")
+    # data, models and regimes with three methods (two where every cell also runs its method on shadow.n
+    # originals), which keeps the suite inside its time budget
+    methods = smoke.methods if preset == "default" else ("original", "sragu") if smoke.shadow.n else \
+        ("retrain_indep", "agu", "sragu")
     extra = [] if preset == "default" else ["--set", f"methods=[{','.join(methods)}]"]
     r = subprocess.run([sys.executable, "pipelines/benchmark.py", "--preset", preset, "--smoke", "--out",
                         str(tmp_path / "out"), "--set", f"data.data_dir={data_dir}", *extra], cwd=ROOT, env=env,
@@ -103,4 +105,7 @@ def test_every_preset_smoke_variant_runs(preset, data_dir, tmp_path):
         rows = t[t.regime == f.label()]
         assert rows["test_acc_forgotten_classes"].notna().all() if f.spec.by_class else \
             ("test_acc_forgotten_classes" not in t or rows["test_acc_forgotten_classes"].isna().all())
+    if smoke.shadow.n:  # the reference ensemble and the shadow models reached every row, and the report
+        assert t[["klom_forget", "klom_retain", "ulira_auc", "js_ens", "js_floor_mean"]].notna().all().all()
+        assert "## KLoM" in (run / "report" / "report.md").read_text()
     assert (run / "report" / "report.md").exists()
