@@ -113,6 +113,14 @@ def _verdict_full() -> BenchmarkConfig:
                            shadow=ShadowConfig(n=8))
 
 
+def _verdict_sequential() -> BenchmarkConfig:
+    """Sequential deletions (docs/reference_metrics.md): ``verdict_full``'s model, methods and references, on a
+    20% random deletion made at once and the same points deleted in 4 successive requests (5% each), each
+    request's model compared with a retrain without everything removed so far.  The one-request regime and the
+    sequence share their forget set, gold and reference ensemble, so the two rows compare directly."""
+    return dataclasses.replace(_verdict_full(), name="verdict_sequential", regimes=("random:0.2", "random:0.2@4"))
+
+
 def _paper_mnist() -> BenchmarkConfig:
     """Full MNIST (data dir or download), mlp, 3 seeds, random 1/10/30/50% and a class (hours on CPU)."""
     return BenchmarkConfig(name="paper_mnist", datasets=("mnist",), seeds=(0, 1, 2),
@@ -136,6 +144,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("verdict", _verdict, smoke_train=1000, smoke_epochs=20),
     Preset("verdict_ablation", _verdict_ablation, smoke_train=1000, smoke_epochs=20),
     Preset("verdict_full", _verdict_full, smoke_train=600, smoke_epochs=10),
+    Preset("verdict_sequential", _verdict_sequential, smoke_train=600, smoke_epochs=10),
     Preset("paper_mnist", _paper_mnist),
     Preset("paper_cifar10", _paper_cifar10), Preset("fashion", _fashion),
 )}

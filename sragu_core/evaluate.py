@@ -292,6 +292,13 @@ register_recorded("ulira_auc", "lower", "U-LiRA (Hayes et al. 2024): ROC-AUC of 
                   "ratio, unlearned vs retrained models, on D_f; 0.5 = indistinguishable")
 register_recorded("ulira_tpr_1pct", "lower", "U-LiRA TPR at 1% FPR; 0.01 = chance")
 register_recorded("ulira_tpr_01pct", "lower", "U-LiRA TPR at 0.1% FPR; 0.001 = chance")
+for _name in ("avg_gap", "js"):
+    register_recorded(f"seq_{_name}_max", "lower", f"sequential regimes (<regime>@<T>): the largest {_name} over the T "
+                      "requests, each request's model against a retrain without every point removed so far")
+    register_recorded(f"seq_{_name}_mean", "lower", f"sequential regimes: the mean {_name} over the T requests "
+                      "(per request: seq_t<i>_<metric> columns)")
+register_recorded("sequence_time_s", "n/a", "wall seconds of training the T per-request retrains of a sequential "
+                  "regime")
 register_recorded("ensemble_time_s", "n/a", "wall seconds of training the gold.k reference retrains together")
 register_recorded("shadow_time_s", "n/a", "wall seconds of the method on the shadow.n - 1 shadow originals and of "
                   "KLoM / U-LiRA")

@@ -63,7 +63,7 @@ from .metrics import size_matched
 from .registry import Registry
 
 __all__ = ["ForgetConfig", "ForgetSet", "RegimeSpec", "REGIMES", "Trainer", "register_regime", "parse_regime",
-           "prepare_train", "select_forget", "retain_indices", "per_sample_scores"]
+           "prepare_train", "select_forget", "retain_indices", "request_chunks", "per_sample_scores"]
 
 # trainer(subsets) -> (K, n) bool: for each index subset of the training split, whether a model trained with θ0's
 # recipe on that subset classifies each of the n training points correctly (the pipeline supplies it)
@@ -139,6 +139,7 @@ class ForgetConfig:
     dup_forget: Literal["one", "all"] = "one"  # duplicates: forget the appended copies, or originals and copies
     clusters: int = 5  # subpopulation: k of the k-means on θ0's penultimate features of classes[0]
     cluster_rank: int = 0  # subpopulation: which cluster by size (0 = the largest)
+    steps: int = 1  # sequential deletions: the forget set arrives as this many successive requests (``<regime>@<T>``)
 
     def __post_init__(self):
         check(self.regime in REGIMES, "forget.regime", self.regime, f"one of {REGIMES.names()}")
@@ -153,14 +154,22 @@ class ForgetConfig:
         check(self.clusters >= 2, "forget.clusters", self.clusters, "an integer >= 2")
         check(0 <= self.cluster_rank < self.clusters, "forget.cluster_rank", self.cluster_rank,
               f"a size rank in [0, clusters - 1 = {self.clusters - 1}] (0 = the largest cluster)")
+        check(isinstance(self.steps, int) and not isinstance(self.steps, bool) and self.steps >= 1, "forget.steps",
+              self.steps, "an integer >= 1 (1: one request; T >= 2: T successive requests, written <regime>@<T>)")
 
     @property
     def spec(self) -> RegimeSpec:
         return REGIMES[self.regime]
 
     def label(self) -> str:
-        """A short human name, e.g. ``random_10pct``, ``class_3``, ``high_loss_10pct``."""
-        return self.spec.label(self)
+        """A short human name, e.g. ``random_10pct``, ``class_3``, ``high_loss_10pct``; ``_seq<T>`` is appended
+        for T successive requests (``random_20pct_seq4``)."""
+        return self.spec.label(self) + (f"_seq{self.steps}" if self.steps > 1 else "")
+
+    @property
+    def family(self) -> str:
+        """The regime family the report rolls up: the regime's name, or ``sequential`` for T >= 2 requests."""
+        return "sequential" if self.steps > 1 else self.regime
 
     @staticmethod
     def default(name: str):
@@ -169,12 +178,17 @@ class ForgetConfig:
 
 
 def parse_regime(text: str) -> ForgetConfig:
-    """``"random:0.1"`` → ForgetConfig(regime="random", fraction=0.1); the form is the regime's ``syntax``."""
-    head, *rest = text.split(":")
+    """``"random:0.1"`` → ForgetConfig(regime="random", fraction=0.1); the form is the regime's ``syntax``,
+    optionally followed by ``@<T>``: the same forget set deleted in T successive requests (``random:0.2@4``)."""
+    body, at, steps = text.partition("@")
+    head, *rest = body.split(":")
     check(head in REGIMES, "regimes", text, f"regime:params with regime one of {REGIMES.names()}")
     spec = REGIMES[head]
+    if at:
+        check(steps.isdigit() and int(steps) >= 2, "regimes", text,
+              f"{spec.syntax}@<T> with T an integer >= 2 (successive requests), e.g. {spec.example}@4")
     try:
-        return ForgetConfig(regime=head, **spec.parse(rest))
+        return ForgetConfig(regime=head, **spec.parse(rest), **({"steps": int(steps)} if at else {}))
     except ConfigError as e:
         if e.field.startswith("forget."):  # a value out of range: name the regime string the user wrote
             raise ConfigError("regimes", text, f"{spec.syntax} ({e.allowed})") from None
@@ -420,6 +434,17 @@ def retain_indices(n: int, forget_idx: torch.Tensor) -> torch.Tensor:
     mask = torch.ones(n, dtype=torch.bool)
     mask[forget_idx] = False
     return torch.nonzero(mask).squeeze(1)
+
+
+def request_chunks(forget_idx: torch.Tensor, steps: int, seed: int) -> list[torch.Tensor]:
+    """A forget set split into ``steps`` successive deletion requests: a permutation of ``forget_idx`` drawn from
+    ``seed``, cut into ``steps`` parts whose sizes differ by at most one (the first ones larger), each sorted.
+    Request t removes its part; after it, the union of parts 1..t is gone.  Random order, so a selection rule's
+    ranking (θ0's highest losses first, say) does not decide which request is hard."""
+    n = len(forget_idx)
+    check(1 <= steps <= n, "forget.steps", steps, f"an integer in [1, {n}] (the forget set has {n} points)")
+    perm = forget_idx[torch.randperm(n, generator=torch.Generator().manual_seed(seed))]
+    return [torch.sort(part).values for part in torch.tensor_split(perm, steps)]
 
 
 # the hard deletions from the literature register themselves (last: they build on the definitions above)

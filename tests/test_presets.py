@@ -108,4 +108,12 @@ def test_every_preset_smoke_variant_runs(preset, data_dir, tmp_path):
     if smoke.shadow.n:  # the reference ensemble and the shadow models reached every row, and the report
         assert t[["klom_forget", "klom_retain", "ulira_auc", "js_ens", "js_floor_mean"]].notna().all().all()
         assert "## KLoM" in (run / "report" / "report.md").read_text()
+    for f in resolved.forget:  # a sequence's per-request columns reached its rows only, and the report
+        rows = t[t.regime == f.label()]
+        if f.steps > 1:
+            assert rows[[f"seq_t{i}_avg_gap" for i in range(1, f.steps + 1)] + ["seq_avg_gap_max"]].notna().all().all()
+            assert (rows.regime_family == "sequential").all()
+            assert "## Sequential deletions" in (run / "report" / "report.md").read_text()
+        else:
+            assert "seq_avg_gap_max" not in t or rows["seq_avg_gap_max"].isna().all()
     assert (run / "report" / "report.md").exists()

@@ -339,7 +339,7 @@ def test_reference_sections_only_with_their_columns(tmp_path):
     assert "| digits | mlp | class | agu† | 1 |" in fam
     assert "- `klom_forget`:" in _section(md, "## Metrics") and "- `js_ens`:" in _section(md, "## Metrics")
     verdict = _section(md, "## Verdict: sragu against each comparison method")
-    assert "`<m>_floor_mean`" in verdict and "KLoM and U-LiRA rows have no margin" in verdict
+    assert "`<m>_floor_mean`" in verdict and "KLoM, U-LiRA and sequential (`seq_*`) rows have no margin" in verdict
     assert "`<m>_floor_mean`" not in md_old
 
 
@@ -401,3 +401,39 @@ def test_old_tables_give_the_old_verdicts():
     new = R.verdict_table(with_reference(old))
     assert new[new["metric"].isin(R.VERDICT_METRICS)].reset_index(drop=True).to_csv(index=False) == \
         explicit.to_csv(index=False)
+
+
+def test_sequential_section_per_request_and_in_the_verdict(tmp_path):
+    """A sequential regime's rows carry seq_t<t>_avg_gap per request; the section tabulates them per method (mean [t
+    CI] over seeds), and the verdict compares sragu's worst request with no margin."""
+    df = synthetic_table()
+    seq = df[df["regime"] == "random_10pct"].copy()
+    seq["regime"], seq["regime_family"] = "random_10pct_seq3", "sequential"
+    shift = seq["method"].map(REFERENCE_METHODS)
+    for t in (1, 2, 3):
+        seq[f"seq_t{t}_avg_gap"] = 0.01 * t * (1 + shift) + 0.001 * seq["seed"]
+    seq["seq_avg_gap_max"] = seq["seq_t3_avg_gap"]
+    seq["seq_avg_gap_mean"] = seq["seq_t2_avg_gap"]
+    seq["seq_js_max"] = 0.5 * seq["seq_t3_avg_gap"]
+    seq["seq_steps"] = 3
+    seq.loc[seq["status"] != "ok", [c for c in seq.columns if c.startswith("seq_")]] = float("nan")
+    md_old = R.write_report(df, tmp_path / "old", "t").read_text(encoding="utf-8")
+    assert "## Sequential deletions" not in md_old
+    both = pd.concat([df, seq], ignore_index=True)
+    md = R.write_report(both, tmp_path / "new", "t").read_text(encoding="utf-8")
+    assert md.index("## Noise floor\n") < md.index("## Sequential deletions\n") < md.index("## Verdict")
+    table = _section(md, "### Sequential: digits / mlp / random_10pct_seq3")
+    ok = seq[seq["status"] == "ok"]
+    head = [c.strip() for c in _line(table, "| method |").strip("|").split("|")]
+    assert head[2:] == ["seq_t1_avg_gap", "seq_t2_avg_gap", "seq_t3_avg_gap", "seq_avg_gap_max ↓",
+                        "seq_avg_gap_mean ↓", "seq_js_max ↓"]
+    cells = [c.strip() for c in _line(table, "| finetune |").strip("|").split("|")]
+    for i, t in enumerate((1, 2, 3)):
+        v = ok[ok["method"] == "finetune"][f"seq_t{t}_avg_gap"].to_numpy(float)
+        assert cells[2 + i] == "{} [{}, {}]".format(*map(_f, _ci(v)))
+    assert "### Sequential: digits / mlp / random_10pct\n" not in md  # one-request regimes have no such table
+    v = R.verdict_table(both)
+    row = v[(v["regime"] == "random_10pct_seq3") & (v["metric"] == "seq_avg_gap_max") & (v["against"] == "agu")]
+    assert len(row) == 1 and math.isnan(row.iloc[0]["margin"])
+    assert row.iloc[0]["mean_diff"] == pytest.approx(0.03 * (0.2 - 0.4), abs=1e-12)  # sragu − agu, exact per seed
+    assert not (v[v["regime"] == "random_10pct"]["metric"] == "seq_avg_gap_max").any()

@@ -15,7 +15,7 @@ import torch
 from sragu_core.evaluate import GoldReference, OriginalFacts, Predictions
 from sragu_core.forget import ForgetSet
 
-__all__ = ["OriginalModel", "ForgetArtifact", "GoldModel", "GoldEnsemble", "Shadows"]
+__all__ = ["OriginalModel", "ForgetArtifact", "GoldModel", "GoldEnsemble", "Shadows", "StepGolds"]
 
 
 @dataclass(frozen=True)
@@ -137,3 +137,29 @@ class Shadows:
     def from_store(cls, d: dict) -> Shadows:
         m = d["meta"]
         return cls(m["key"], m["original_key"], tuple(d["states"]), m["time_s"])
+
+
+@dataclass(frozen=True)
+class StepGolds:
+    """A sequential regime's per-request references: the requests (``chunks``: the forget set's indices removed by
+    each, in order) and, after request t, the reference of a retrain on D minus requests 1..t (its predictions
+    and model values on that request's evaluation splits; no weights) plus the wall time of training them."""
+
+    key: str
+    forget_key: str
+    chunks: tuple[torch.Tensor, ...]
+    references: tuple[GoldReference, ...]
+    time_s: float
+
+    def to_store(self) -> dict:
+        return {"chunks": list(self.chunks),
+                "references": [{"probs": r.pred.probs, "losses": r.pred.losses, "values": r.values}
+                               for r in self.references],
+                "meta": {"key": self.key, "forget_key": self.forget_key, "time_s": self.time_s}}
+
+    @classmethod
+    def from_store(cls, d: dict) -> StepGolds:
+        refs = tuple(GoldReference(Predictions(dict(r["probs"]), dict(r["losses"])), dict(r["values"]))
+                     for r in d["references"])
+        m = d["meta"]
+        return cls(m["key"], m["forget_key"], tuple(d["chunks"]), refs, m["time_s"])

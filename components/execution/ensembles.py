@@ -18,7 +18,7 @@ breaking it.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,7 @@ from sragu_core.evaluate import (
 from sragu_core.reference import auto_bins, klom, klom_summary, margins, pairwise_band, ulira
 
 from ..config import BenchmarkConfig, ShadowConfig
-from .compute import CellInputs, build, run_unlearning
+from .compute import CellInputs, build
 
 __all__ = ["QUERY_SPLITS", "query_points", "train_members", "train_gold_ensemble", "ensemble_columns",
            "train_shadows", "shadow_columns", "model_margins"]
@@ -158,17 +158,17 @@ def train_shadows(bench: BenchmarkConfig, model_name: str, ds: DatasetSplits, tr
     return states, time.perf_counter() - t0
 
 
-def shadow_columns(method: str, method_cfg: Any, unlearned: nn.Module, shadow_states: Sequence[dict],
-                   shadow_seeds: Sequence[int], ensemble, bench: BenchmarkConfig, model_name: str, ds: DatasetSplits,
-                   inputs: CellInputs, *, device) -> dict[str, float]:
-    """KLoM and U-LiRA of the cell's method: θ0's unlearned model (``unlearned``) plus the method run on every
-    shadow original (seeded by that shadow's seed), against the ensemble's retrained members."""
+def shadow_columns(unlearn: Callable[[nn.Module, int], nn.Module], unlearned: nn.Module,
+                   shadow_states: Sequence[dict], shadow_seeds: Sequence[int], ensemble, bench: BenchmarkConfig,
+                   model_name: str, ds: DatasetSplits, inputs: CellInputs, *, device) -> dict[str, float]:
+    """KLoM and U-LiRA of the cell's method: θ0's unlearned model (``unlearned``) plus ``unlearn(model, seed)`` —
+    the cell's method, in one request or a sequence — run on every shadow original (seeded by that shadow's
+    seed), against the ensemble's retrained members."""
     cfg = bench.shadow
     query = {s: ensemble.query[s] for s in QUERY_SPLITS}
     runs = [model_margins(unlearned.to(device), inputs, query, device=device, clip=cfg.margin_clip)]
     for state, s in zip(shadow_states, shadow_seeds, strict=True):
-        model, _ = run_unlearning(method, method_cfg, build(bench, model_name, ds, state), inputs, seed=s,
-                                  device=device, freeze_norm=bench.freeze_norm)
+        model = unlearn(build(bench, model_name, ds, state), s)
         runs.append(model_margins(model.to(device), inputs, query, device=device, clip=cfg.margin_clip))
     out: dict[str, float] = {}
     for split in QUERY_SPLITS:

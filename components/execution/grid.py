@@ -32,7 +32,7 @@ from sragu_core.errors import ConfigError
 from ..config import RayConfig, Resolved, TaskResources
 from ..io.store import Store
 from .plan import Cell
-from .tasks import cell_task, ensemble_task, forget_task, gold_task, original_task, shadow_task
+from .tasks import cell_task, ensemble_task, forget_task, gold_task, original_task, sequence_task, shadow_task
 
 __all__ = ["FORWARDED_ENV", "Progress", "Upstream", "init_ray", "ray_address", "run_grid"]
 
@@ -205,6 +205,7 @@ class Upstream:
         self._gold = ray.remote(gold_task).options(**opts)
         self._ensemble = ray.remote(ensemble_task).options(**opts)
         self._shadow = ray.remote(shadow_task).options(**opts)
+        self._sequence = ray.remote(sequence_task).options(**opts)
         self.store = store
         self.bench = ray.put(resolved.bench)
         self.datasets = {n: ray.put(ds) for n, ds in datasets.items() if any(c.dataset == n for c in cells)}
@@ -226,9 +227,15 @@ class Upstream:
         return ds, o, f, g
 
     def references(self, c: Cell) -> tuple:
-        """(gold ensemble, shadow originals) refs for cell ``c`` (None where ``gold.k`` / ``shadow.n`` is 0)."""
+        """(gold ensemble, shadow originals, per-request retrains) refs for cell ``c`` (None where ``gold.k`` /
+        ``shadow.n`` is 0, or the regime is one request)."""
         ds, refs = self.datasets[c.dataset], self._refs
-        e = s = None
+        e = s = q = None
+        if c.sequence is not None:
+            q = refs.get(c.sequence.key)
+            if q is None:
+                f = refs[c.forget_set.key]
+                q = refs[c.sequence.key] = self._sequence.remote(self.store, c.sequence, ds, self.bench, f)
         if c.ensemble is not None:
             e = refs.get(c.ensemble.key)
             if e is None:
@@ -238,7 +245,7 @@ class Upstream:
             s = refs.get(c.shadow.key)
             if s is None:
                 s = refs[c.shadow.key] = self._shadow.remote(self.store, c.shadow, ds, self.bench)
-        return e, s
+        return e, s, q
 
 
 def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict,
@@ -265,8 +272,8 @@ def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict
         while queue and len(inflight) < cfg.max_in_flight:
             c = queue.pop(0)
             ds, o, f, g = upstream(c)
-            e, s = upstream.references(c)
-            inflight[r_cell.remote(store, c, ds, upstream.bench, o, f, g, extra(c), e, s)] = c
+            e, s, q = upstream.references(c)
+            inflight[r_cell.remote(store, c, ds, upstream.bench, o, f, g, extra(c), e, s, q)] = c
         progress.in_flight = len(inflight)
         timeout = _TICK_S if not stall else max(0.0, min(_TICK_S, last + stall - time.monotonic()))
         done, _ = ray.wait(list(inflight), num_returns=1, timeout=timeout)

@@ -9,7 +9,12 @@ what already exists and changing one method's config changes only that method's 
     gold     = H(code, original, forget, gold recipe, gold init)  # retrain on D_r
     ensemble = H(code, original, forget, gold recipe, k)          # gold.k independent retrains (gold.k >= 2)
     shadows  = H(code, original, n)                               # shadow.n - 1 more originals (shadow.n >= 2)
-    cell     = H(code, original, forget, gold, [ensemble, shadows, shadow settings,] method, method config)
+    sequence = H(code, original, forget, gold recipe, gold seed, T)  # a retrain per request (``<regime>@<T>``)
+    cell     = H(code, original, forget, gold, [ensemble, shadows, shadow settings,] [sequence,] method, config)
+
+A sequential regime (``random:0.2@4``) selects the same forget set as its one-request form and shares its forget
+set, gold and ensemble (they do not depend on how the set is split into requests); its cells differ by the
+sequence of per-request retrains.
 
 A regime that changes the training data before θ0 is trained (``mislabelled``, ``duplicates``: its
 ``RegimeSpec.alter``) gets originals of its own, keyed with the regime's parameters (``alter``).
@@ -37,11 +42,12 @@ from sragu_core.forget import ForgetConfig
 from ..config import Resolved
 
 __all__ = ["content_hash", "code_hash", "git_revision", "member_seed", "OriginalSpec", "ForgetSpec", "GoldSpec",
-           "EnsembleSpec", "ShadowSpec", "Cell", "plan_cells"]
+           "EnsembleSpec", "ShadowSpec", "SequenceSpec", "Cell", "plan_cells"]
 
 ROOT = Path(__file__).resolve().parents[2]
 _CODE = ("sragu_core", "components/io/datasets.py", "components/execution/compute.py",
-         "components/execution/tasks.py", "components/execution/artifacts.py", "components/execution/ensembles.py")
+         "components/execution/tasks.py", "components/execution/artifacts.py", "components/execution/ensembles.py",
+         "components/execution/sequential.py")
 
 
 def content_hash(obj: Any, n: int = 16) -> str:
@@ -143,8 +149,25 @@ class ShadowSpec:
 
 
 @dataclass(frozen=True)
+class SequenceSpec:
+    """The forget set of ``forget`` deleted in ``steps`` successive requests (:func:`sragu_core.forget.
+    request_chunks`, drawn from ``seed``), and after each request t a retrain on D minus requests 1..t with the
+    gold's recipe ``config`` and init ``gold_seed``: the reference each request's model is compared with."""
+
+    key: str
+    inputs: dict
+    original: OriginalSpec
+    forget: ForgetSpec
+    config: Any
+    gold_seed: int
+    steps: int
+    seed: int
+
+
+@dataclass(frozen=True)
 class Cell:
-    """One method run on one (original, forget set), scored against its gold."""
+    """One method run on one (original, forget set), scored against its gold; with ``sequence``, the method
+    runs once per request of the sequence, each on the model the previous request left."""
 
     key: str
     method: str
@@ -152,6 +175,7 @@ class Cell:
     gold: GoldSpec
     ensemble: EnsembleSpec | None = None
     shadow: ShadowSpec | None = None
+    sequence: SequenceSpec | None = None
 
     @property
     def original(self) -> OriginalSpec:
@@ -163,7 +187,9 @@ class Cell:
 
     @property
     def forget(self) -> ForgetConfig:
-        return self.gold.forget.config
+        """The regime as written (``steps`` included); the forget set's own config has steps = 1."""
+        cfg = self.gold.forget.config
+        return dataclasses.replace(cfg, steps=self.sequence.steps) if self.sequence is not None else cfg
 
     @property
     def dataset(self) -> str:
@@ -179,7 +205,7 @@ class Cell:
 
     def coords(self) -> dict:
         return {"dataset": self.dataset, "model": self.model, "seed": self.seed, "regime": self.forget.label(),
-                "regime_family": self.forget.regime, "method": self.method, "cell_key": self.key}
+                "regime_family": self.forget.family, "method": self.method, "cell_key": self.key}
 
 
 def plan_cells(resolved: Resolved) -> list[Cell]:
@@ -195,7 +221,8 @@ def plan_cells(resolved: Resolved) -> list[Cell]:
             g_cfg = resolved.gold_config(model)
             for seed in bench.seeds:
                 originals: dict[str, OriginalSpec] = {}
-                for fcfg in resolved.forget:
+                for request in resolved.forget:
+                    fcfg = dataclasses.replace(request, steps=1)  # what is selected; steps split it into requests
                     alter = fcfg if fcfg.spec.alter is not None else None
                     o_in = {"code": code, "data": data, "model": model_cfg, "train": recipe, "seed": seed}
                     if alter is not None:
@@ -222,6 +249,12 @@ def plan_cells(resolved: Resolved) -> list[Cell]:
                         seeds = tuple(member_seed(seed, "shadow", i) for i in range(n - 1))
                         s_in = {"code": code, "original": original.key, "seeds": seeds}
                         shadow = ShadowSpec(content_hash(s_in), s_in, original, seeds)
+                    sequence = None
+                    if request.steps > 1:
+                        q_in = {"code": code, "original": original.key, "forget": forget.key,
+                                "retrain": to_dict(g_cfg), "gold_seed": g_seed, "steps": request.steps}
+                        sequence = SequenceSpec(content_hash(q_in), q_in, original, forget, g_cfg, g_seed,
+                                                request.steps, seed)
                     for method in bench.methods:
                         cfg = resolved.config_for(method, model)
                         c_in = {"code": code, "original": original.key, "forget": forget.key, "gold": gold.key,
@@ -231,5 +264,7 @@ def plan_cells(resolved: Resolved) -> list[Cell]:
                             c_in["floor_quantiles"] = list(bench.gold.floor_quantiles)
                         if shadow is not None:
                             c_in["shadow"] = {"key": shadow.key, **to_dict(bench.shadow)}
-                        cells.append(Cell(content_hash(c_in), method, cfg, gold, ensemble, shadow))
+                        if sequence is not None:
+                            c_in["sequence"] = sequence.key
+                        cells.append(Cell(content_hash(c_in), method, cfg, gold, ensemble, shadow, sequence))
     return cells

@@ -26,7 +26,7 @@ from sragu_core.forget import prepare_train
 
 from ..config import GOLD, BenchmarkConfig
 from ..io.store import CorruptObject, Store, is_corrupt, reason
-from .artifacts import ForgetArtifact, GoldEnsemble, GoldModel, OriginalModel, Shadows
+from .artifacts import ForgetArtifact, GoldEnsemble, GoldModel, OriginalModel, Shadows, StepGolds
 from .compute import (
     build,
     cell_inputs,
@@ -39,10 +39,11 @@ from .compute import (
     train_original,
 )
 from .ensembles import ensemble_columns, shadow_columns, train_gold_ensemble, train_shadows
-from .plan import Cell, EnsembleSpec, ForgetSpec, GoldSpec, OriginalSpec, ShadowSpec
+from .plan import Cell, EnsembleSpec, ForgetSpec, GoldSpec, OriginalSpec, SequenceSpec, ShadowSpec
+from .sequential import request_values, sequence_columns, train_step_golds, unlearn_sequence
 
-__all__ = ["original_task", "forget_task", "gold_task", "ensemble_task", "shadow_task", "cell_task", "cell_path",
-           "alpha_omega_path", "read_cell", "cached"]
+__all__ = ["original_task", "forget_task", "gold_task", "ensemble_task", "shadow_task", "sequence_task", "cell_task",
+           "cell_path", "alpha_omega_path", "read_cell", "cached"]
 
 T = TypeVar("T")
 
@@ -186,9 +187,28 @@ def shadow_task(store: Store, spec: ShadowSpec, ds: DatasetSplits, bench: Benchm
     return out
 
 
+def sequence_task(store: Store, spec: SequenceSpec, ds: DatasetSplits, bench: BenchmarkConfig,
+                  forget: ForgetArtifact) -> StepGolds:
+    """A sequential regime's requests and the retrain after each (:mod:`.sequential`)."""
+    _threads()
+    path = f"artifacts/step_golds/{spec.key}.pt"
+    hit = cached(store, path, lambda p: StepGolds.from_store(store.get_torch(p)),
+                 lambda q: (_expect(spec.key, q.key, "per-request retrains"),
+                            _expect(forget.key, q.forget_key, "per-request retrains' forget set")))
+    if hit is not None:
+        return hit
+    ds = prepared(ds, spec.original.alter, spec.original.seed)
+    fields = train_step_golds(bench, spec.original.model, ds, forget.forget, spec.forget.config, spec.config,
+                              gold_seed=spec.gold_seed, steps=spec.steps, seed=spec.seed,
+                              device=pick_device(bench.device))
+    out = StepGolds(spec.key, forget.key, **fields)
+    store.put_torch(path, out.to_store())
+    return out
+
+
 def cell_task(store: Store, cell: Cell, ds: DatasetSplits, bench: BenchmarkConfig, original: OriginalModel,
               forget: ForgetArtifact, gold: GoldModel, extra: dict, ensemble: GoldEnsemble | None = None,
-              shadows: Shadows | None = None) -> dict:
+              shadows: Shadows | None = None, sequence: StepGolds | None = None) -> dict:
     """Run one method and score it against the gold; writes ``cells/<key>.parquet`` (one row).
 
     Returns ``{"row": {...}, "alpha_omega": [...] | None, "epoch_trace": [...]}``.  ``extra`` holds columns
@@ -200,16 +220,29 @@ def cell_task(store: Store, cell: Cell, ds: DatasetSplits, bench: BenchmarkConfi
     ds = prepared(ds, cell.original.alter, cell.seed)
     inputs = cell_inputs(ds, forget.forget, cell.forget)
     original_model = build(bench, cell.model, ds, original.state)
-    unlearned, summary = run_unlearning(cell.method, cell.method_cfg, original_model, inputs, seed=cell.seed,
-                                        device=device, freeze_norm=bench.freeze_norm)
+    seq_cols: dict = {}
+    per_request: list[dict] = []
+
+    def unlearn(model, seed, after=None):  # the method, in one request or in the sequence's requests
+        if sequence is None:
+            return run_unlearning(cell.method, cell.method_cfg, model, inputs, seed=seed, device=device,
+                                  freeze_norm=bench.freeze_norm)
+        return unlearn_sequence(cell.method, cell.method_cfg, model, ds, forget.forget, sequence.chunks,
+                                cell.forget, seed=seed, device=device, freeze_norm=bench.freeze_norm, after=after)
+
+    unlearned, summary = unlearn(original_model, cell.seed, after=lambda t, m, inp: per_request.append(
+        request_values(m, inp, sequence.references[t], seed=cell.seed, device=device)))
+    if sequence is not None:  # each request's model against the retrain without everything removed so far
+        seq_cols = {**sequence_columns(per_request), "sequence_time_s": sequence.time_s}
     metrics = score(unlearned, original_model, original.facts, gold.reference, inputs, seed=cell.seed,
                     device=device, gold_time_s=gold.time_s, method_time_s=summary["method_time_s"])
+    metrics.update(seq_cols)
     if ensemble is not None:  # against the distribution of retrains, and that distribution's own band
         metrics.update(ensemble_columns(unlearned, metrics, ensemble, inputs, seed=cell.seed, device=device))
         metrics["ensemble_time_s"] = ensemble.time_s  # training the k retrains together
     if ensemble is not None and shadows is not None:  # the method on n originals: KLoM, U-LiRA
         t1 = time.perf_counter()
-        metrics.update(shadow_columns(cell.method, cell.method_cfg, unlearned, shadows.states, cell.shadow.seeds,
+        metrics.update(shadow_columns(lambda m, s: unlearn(m, s)[0], unlearned, shadows.states, cell.shadow.seeds,
                                       ensemble, bench, cell.model, ds, inputs, device=device))
         metrics["shadow_time_s"] = time.perf_counter() - t1
         unlearned.cpu()

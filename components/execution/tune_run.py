@@ -193,7 +193,10 @@ def prepare_cells(resolved: Resolved, settings: TuneSettings, store: Store, data
     the plan's order, the one order every trial runs them in."""
     bench = dataclasses.replace(resolved.bench, seeds=(settings.tuning_seed,))
     tuning = resolved.with_bench(bench)
-    cells = [c for c in plan_cells(tuning) if c.method == bench.methods[0]]
+    # one cell per forget set: a sequential regime (``<regime>@<T>``) is tuned as its one-request form, which
+    # deletes the same set (a preset holding both tunes it once)
+    cells = list({c.forget_set.key: c for c in reversed(plan_cells(tuning)) if c.method == bench.methods[0]}.values())
+    cells.reverse()
     upstream = Upstream(tuning, store, datasets, cells)
     device = pick_device(bench.device)
     out = []
@@ -205,7 +208,7 @@ def prepare_cells(resolved: Resolved, settings: TuneSettings, store: Store, data
         split = inputs.splits.val if settings.penalty_split == "val" else inputs.splits.test
         gold_probs = g.reference.pred.probs  # stored with the gold
         gold_acc = {s: accuracy(gold_probs[s], getattr(inputs.splits, s).y) for s in AVG_GAP_SPLITS}
-        out.append(TuningCell(f"{c.dataset}/{c.model}/{c.forget.label()}", c.model, o.state, inputs,
+        out.append(TuningCell(f"{c.dataset}/{c.model}/{c.forget_set.config.label()}", c.model, o.state, inputs,
                               gold_probs["forget"], _acc(original, split, device), ds, gold_acc))
     return out
 

@@ -50,6 +50,7 @@ _DIRECTION_TEXT = {"lower": "lower is better", "higher": "higher is better",
 ENSEMBLE_HEADLINE = ("js_ens", "kl_to_gold_ens", "pd_ens", "mia_gap_ens", "avg_gap_ens")
 KLOM_METRICS = ("klom_forget", "klom_forget_hi", "klom_retain", "klom_val")
 ULIRA_METRICS = ("ulira_auc", "ulira_tpr_1pct", "ulira_tpr_01pct")
+SEQ_HEADLINE = ("seq_avg_gap_max", "seq_avg_gap_mean", "seq_js_max")  # after the per-request avg_gap columns
 FLOOR_MARK = "≤ floor"
 
 
@@ -340,6 +341,24 @@ def _ulira(r: _Report) -> list[str]:
             *_regime_tables(r, metrics, "U-LiRA"), *_family_rollup(r, metrics, "U-LiRA")][:-1]
 
 
+def _sequential(r: _Report) -> list[str]:
+    metrics = r.present(SEQ_HEADLINE)
+    if not metrics:
+        return []
+    steps = int(pd.to_numeric(r.ok.get("seq_steps"), errors="coerce").max())
+    per = [c for c in (f"seq_t{t}_avg_gap" for t in range(1, steps + 1)) if c in r.ok and r.ok[c].notna().any()]
+    return ["", "## Sequential deletions", "",
+            "A regime written `<regime>@<T>` (label `…_seq<T>`) deletes the same forget set in T successive "
+            "requests on one model: request t removes its part of D_f from the model request t − 1 left, and the "
+            "model is then compared with a retrain on D minus everything removed so far. `seq_t<t>_avg_gap` is "
+            "that comparison after request t; `seq_avg_gap_max` and `seq_avg_gap_mean` its worst and mean over "
+            "the requests, `seq_js_max` the worst forget-set JS. The cell's other columns (all sections above) "
+            "score the model after the last request, against the same gold as the one-request regime. A method "
+            "whose error builds up over requests shows a rising row. Lower is better; cells are the mean [95% t "
+            "CI] over seeds.", "",
+            *_regime_tables(r, [*per, *metrics], "Sequential")][:-1]
+
+
 def _deletion_sweep(r: _Report) -> list[str]:
     sweep = r.sweep
     if not len(sweep):
@@ -421,11 +440,12 @@ def _verdict(r: _Report) -> list[str]:
 def _reference_margins(v: pd.DataFrame) -> str:
     """The verdict text's note on the margins of reference-ensemble metrics, when the verdict has any."""
     ens = any(m.endswith("_ens") for m in v["metric"])
-    shadow = any(m.startswith(("klom_", "ulira_")) for m in v["metric"])
+    shadow = any(m.startswith(("klom_", "ulira_", "seq_")) for m in v["metric"])
     text = (" For a distance to the reference ensemble (`<m>_ens`) the margin is the ensemble's own noise floor "
             "instead, the mean over seeds of `<m>_floor_mean` (see Against the reference ensemble).") if ens else ""
     if shadow:
-        text += " KLoM and U-LiRA rows have no margin (`no floor`): no equivalence claim, only the MDE."
+        text += (" KLoM, U-LiRA and sequential (`seq_*`) rows have no margin (`no floor`): no equivalence claim, "
+                 "only the MDE.")
     return text
 
 
@@ -475,9 +495,10 @@ def write_report(df: pd.DataFrame | Iterable[Mapping], out_dir: Path, title: str
     Sections: overview, metric definitions and directions, tuning (when any row is tuned or a note is given;
     tuned methods carry a † everywhere), per-regime summary tables with plots, the retrain_indep noise floor,
     when the table has their columns the distances to the reference ensemble against its own floor band, KLoM and
-    U-LiRA (per regime, and per regime family), the random-deletion sweep, the verdict of sragu against each method
-    of ``VERDICT_AGAINST`` that was run (``verdict_table``; when any was), the paired sragu − agu comparison, and
-    the failed cells (when any). The full verdict table also goes to ``verdict.csv`` when it has rows.
+    U-LiRA (per regime, and per regime family) and sequential deletions (per request), the random-deletion sweep,
+    the verdict of sragu against each method of ``VERDICT_AGAINST`` that was run (``verdict_table``; when any
+    was), the paired sragu − agu comparison, and the failed cells (when any). The full verdict table also goes to
+    ``verdict.csv`` when it has rows.
     ``report.md`` is written last, through a temporary file, so a crash never leaves a half-written report.
     """
     out_dir = Path(out_dir)
@@ -485,7 +506,8 @@ def write_report(df: pd.DataFrame | Iterable[Mapping], out_dir: Path, title: str
     r = _Report.of(df, out_dir)
     tuning = _tuning(r, tuned_note)
     md = [*_overview(r, title), "", *_metric_definitions(r), *([""] + tuning if tuning else []), "",
-          *_per_regime(r), *_noise_floor(r), *_ensemble(r), *_klom(r), *_ulira(r), *_deletion_sweep(r),
+          *_per_regime(r), *_noise_floor(r), *_ensemble(r), *_klom(r), *_ulira(r), *_sequential(r),
+          *_deletion_sweep(r),
           *_verdict(r), *_paired(r), *_failed(r)]
     if len(r.verdict):  # every verdict row with all its columns, for readers who want more than the tables
         tmp_csv = out_dir / ".verdict.csv.tmp"

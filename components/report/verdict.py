@@ -9,7 +9,8 @@ same (dataset, model, regime) and the metric is not nan there. On the difference
 - TOST equivalence within ±margin, the margin being the noise floor: the mean value of the metric for the
   independent retrain (``retrain_indep``) in the same (dataset, model, regime), for the registered gold distances;
   for a distance to the reference ensemble ``<m>_ens``, the ensemble's own band centre (mean of ``<m>_floor_mean``);
-  none (nan) for KLoM and U-LiRA, which have no equivalence claim;
+  none (nan) for KLoM, U-LiRA and a sequence's worst request (``seq_avg_gap_max``), which have no equivalence
+  claim;
 - the minimum detectable effect (MDE) of a two-sided paired t test at this n, alpha and power.
 
 Rank tests are not used for the verdict: with n pairs the smallest two-sided Wilcoxon or sign-test p is 2/2^n
@@ -38,7 +39,8 @@ VERDICT_AGAINST = ("agu", "agu_layerwise", "sragu_permuted", "sragu_random", "sr
 # the "paired" view of the metric registry, plus js and avg_gap where registered (avg_gap is already paired today)
 VERDICT_METRICS = (*PAIRED_METRICS, *(m for m in ("js", "avg_gap") if m in METRICS and m not in PAIRED_METRICS))
 # added to the default metrics when the table has values for them (runs with reference ensembles and shadow models)
-VERDICT_REFERENCE_METRICS = tuple(m for m in ("klom_forget", "ulira_auc", "js_ens", "avg_gap_ens") if m in METRICS)
+VERDICT_REFERENCE_METRICS = tuple(m for m in ("klom_forget", "ulira_auc", "js_ens", "avg_gap_ens", "seq_avg_gap_max")
+                                  if m in METRICS)
 VERDICT_COLUMNS = ("dataset", "model", "regime", "regime_family", "against", "metric", "n_pairs", "mean_diff",
                    "median_diff", "t_lo", "t_hi", "boot_lo", "boot_hi", "t_p", "margin", "tost_p", "mde", "verdict")
 _NAN = float("nan")
@@ -145,8 +147,9 @@ def verdict_table(df: pd.DataFrame | Iterable[Mapping], target: str = "sragu",
     """One row per (dataset, model, regime) × method of ``against`` run there beside ``target`` × metric.
 
     ``metrics`` defaults to ``VERDICT_METRICS`` followed by those of ``VERDICT_REFERENCE_METRICS`` (``klom_forget,
-    ulira_auc, js_ens, avg_gap_ens``) that have a non-nan value in some ok row, so a table from a run without
-    reference ensembles or shadow models gives exactly the verdicts of ``metrics=VERDICT_METRICS``.
+    ulira_auc, js_ens, avg_gap_ens, seq_avg_gap_max``) that have a non-nan value in some ok row, so a table from a
+    run without reference ensembles, shadow models or sequences gives exactly the verdicts of
+    ``metrics=VERDICT_METRICS``.
 
     ``n_pairs, mean_diff, median_diff, t_lo, t_hi, boot_lo, boot_hi, t_p, tost_p, mde`` are ``paired_stats`` of
     target − against on seed (ok rows, non-nan metric; bootstrap seed 0), with ``margin`` = the noise floor: the
@@ -159,7 +162,8 @@ def verdict_table(df: pd.DataFrame | Iterable[Mapping], target: str = "sragu",
     excludes 0 (the side from the metric's registered direction), "equivalent" when TOST passes at the margin,
     "inconclusive" otherwise; for a metric whose direction is not lower/higher, "differs" / "no difference" /
     "inconclusive". ``regime_family`` is a column only when the input has one. Rows follow the table's order of
-    (dataset, model, regime), then ``against``, then ``metrics``.
+    (dataset, model, regime), then ``against``, then ``metrics``; a metric of ``VERDICT_REFERENCE_METRICS`` gets no
+    row in a regime where no ok row has a value of it.
     """
     d = _frame(df)
     if metrics is None:
@@ -183,6 +187,8 @@ def verdict_table(df: pd.DataFrame | Iterable[Mapping], target: str = "sragu",
             if other not in ran or other == target:
                 continue
             for m in metrics:
+                if m in VERDICT_REFERENCE_METRICS and not _values(ok, m).size:
+                    continue  # a reference metric this regime has no value of (a sequence's, on a one-request regime)
                 margin = _margin(ok, floor_rows, m)
                 s = paired_stats(_paired_diffs(ok, target, other, m), margin, alpha=alpha)
                 rows.append({**lead, "against": other, "metric": m, "n_pairs": s["n"], "mean_diff": s["mean"],
