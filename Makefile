@@ -31,3 +31,18 @@ lint: $(STAMP)
 
 clean-runs:
 	rm -rf runs
+
+# The container image (infra/Dockerfile): podman or docker, whichever answers (CONTAINER_ENGINE empty), with this
+# machine's pip configuration as a build secret.  Without an image registry:
+#   make image BASE_IMAGE=localhost/sragu-base:bookworm     # builds that base first from Debian packages (root)
+# Up to date (same inputs as the image's sragu.inputs label): nothing is built; FORCE=1 builds anyway.
+CONTAINER_ENGINE ?=
+IMAGE            ?= sragu-bench:0.1.0
+BASE_IMAGE       ?= python:3.11-slim-bookworm
+TORCH_VARIANT    ?= cpu
+
+.PHONY: image
+
+image:                 ## the container image $(IMAGE) (BASE_IMAGE=..., TORCH_VARIANT=cpu|cu128, CONTAINER_ENGINE=...)
+	CONTAINER_ENGINE=$(CONTAINER_ENGINE) BASE_IMAGE=$(BASE_IMAGE) TORCH_VARIANT=$(TORCH_VARIANT) \
+	    infra/build_image.sh $(IMAGE)
