@@ -6,6 +6,8 @@ STAMP   := $(VENV)/.installed
 PRESET  ?= default
 ARGS    ?=
 OUT     ?= runs
+# pytest-xdist processes for `make test`: each test starts its own Ray, MLflow or S3 server on free ports
+TEST_WORKERS ?= 2
 export OMP_NUM_THREADS := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
@@ -19,9 +21,9 @@ $(STAMP): pyproject.toml constraints.txt
 bench: $(STAMP)        ## run the benchmark (PRESET=smoke|default|...; ARGS="--set seeds=[0,1]")
 	$(PY) pipelines/benchmark.py --preset $(PRESET) --out $(OUT) $(ARGS)
 
-test: $(STAMP)         ## lint, then the whole test suite (service tests included)
+test: $(STAMP)         ## lint, then the whole test suite (service tests included), TEST_WORKERS processes at once
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 mlflow-ui: $(STAMP)    ## browse runs/mlflow.db (or OUT=<folder>) at http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(OUT))/mlflow.db --host 127.0.0.1 --port 5000
