@@ -6,12 +6,19 @@ STAMP   := $(VENV)/.installed
 PRESET  ?= default
 ARGS    ?=
 OUT     ?= runs
+PORT    ?= 5000
 # pytest-xdist processes for `make test`: each test starts its own Ray, MLflow or S3 server on free ports
 TEST_WORKERS ?= 2
 export OMP_NUM_THREADS := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: bench test lint mlflow-ui clean-runs
+.PHONY: help bench test lint mlflow-ui clean-runs
+
+help:                  ## list the targets and what they do (the default target)
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-zA-Z_-]+):[^#]*## /\1\t/' | \
+	    awk -F'\t' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "  variables: PRESET=$(PRESET) OUT=$(OUT) ARGS=... PORT=$(PORT) TEST_WORKERS=$(TEST_WORKERS)"
+	@echo "  the entry points: .venv/bin/python pipelines/benchmark.py --help (--list, --dry-run)"
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
@@ -25,8 +32,9 @@ test: $(STAMP)         ## lint, then the whole test suite (service tests include
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
-mlflow-ui: $(STAMP)    ## browse runs/mlflow.db (or OUT=<folder>) at http://127.0.0.1:5000
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(OUT))/mlflow.db --host 127.0.0.1 --port 5000
+mlflow-ui: $(STAMP)    ## browse runs/mlflow.db (or OUT=<folder>) at http://127.0.0.1:5000 (or PORT=<port>)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(OUT))/mlflow.db --host 127.0.0.1 --port $(PORT) \
+	    --workers 1
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -16,8 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components.cli import ArgumentParser, run_cli  # noqa: E402  (first: sets thread defaults before torch loads)
-from components.report import read_results, write_report  # noqa: E402
+from components.cli import ArgumentParser, run_cli  # noqa: E402  (first: sets thread defaults; standard library only)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -29,6 +28,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from components.report import read_results, write_report  # pandas and matplotlib: after --help
+
     table = read_results(Path(args.table))
     report = write_report(table, Path(args.out), args.title)
     print(f"{len(table)} rows -> {report}")
