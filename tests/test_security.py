@@ -60,7 +60,8 @@ def test_credentials_and_passwords_stay_out_of_ray_logs_outputs_and_mlflow(tmp_p
         needles = [secret.encode(), password.encode()]
         leaked = [line for line in (r.stdout + r.stderr).splitlines() if any(n.decode() in line for n in needles)]
         assert not leaked, leaked[:5]
-        assert f"--backend-store-uri {uri} " in r.stdout  # the URI is shown without its credentials
+        assert f"tracking server {uri}" in r.stdout and f"{uri}/#/experiments/" in r.stdout  # shown without its
+        # credentials, in the command and in the links that open the runs
         assert not _files_containing(tmp_path / "out", needles)
         for o in objects:
             body = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()

@@ -8,7 +8,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import json
-import math
 import socket
 import time
 from pathlib import Path
@@ -23,11 +22,16 @@ from conftest import free_port  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from components.io.tracking import (  # noqa: E402
+    CELLS,
+    TrackedRun,
     Tracker,
     alpha_omega_figure,
+    applicable_params,
     default_tracking_uri,
+    display_value,
     flatten,
     resolve_tracking_uri,
+    ui_link,
 )
 from sragu_core.errors import ConfigError  # noqa: E402
 
@@ -146,13 +150,14 @@ def test_sqlite_store_layout(tmp_path, monkeypatch):
 
 
 def test_alpha_omega_figure_marks_missing_alpha():
+    """A cell's MLflow figure is the report's (components.report.plots): the layer without α is marked."""
     fig = alpha_omega_figure(ALPHA_OMEGA)
     ax_a, ax_w = fig.axes
     heights = [b.get_height() for b in ax_a.patches]
-    assert heights[0] == 2.4 and math.isnan(heights[1]) and heights[2] == 4.1
-    assert [t.get_text() for t in ax_a.texts] == ["n/a"] and "1 layer(s) without α" in ax_a.get_title()
+    assert heights[0] == 2.4 and heights[2] == 4.1 and not (heights[1] > 0)  # no α bar for fc2
+    assert "no α" in [t.get_text() for t in ax_a.texts] and "1 with no α" in fig.get_suptitle()
     assert [b.get_height() for b in ax_w.patches] == [1.3, 1.0, 0.7]
-    assert [t.get_text() for t in ax_w.get_xticklabels()] == ["fc1", "fc2", "out"]
+    assert [t.get_text() for t in ax_w.get_xticklabels()] == ["fc1", "fc2 *", "out"]
 
 
 def test_check_unreachable_server_fails_fast():
@@ -221,3 +226,175 @@ def test_two_drivers_creating_one_new_sqlite_store_both_succeed(tmp_path):
         assert all(p.returncode == 0 for p in procs), [e[-1500:] for _, e in outs]
         ids = {o.strip().splitlines()[-1] for o, _ in outs}
         assert len(ids) == 1  # one experiment, shared
+
+
+# ---------------------------------------------------------------------- what the UI shows (issue 13)
+def test_cell_params_keep_only_what_applies_and_floats_are_rounded():
+    base = {"forget.regime": "random", "forget.fraction": 0.1, "forget.classes": (0,), "forget.steps": 1,
+            "forget.neighbor_fraction": 0.5, "forget.mem_models": 16, "forget.copies": 1, "forget.clusters": 5,
+            "model.name": "mlp", "model.mlp_hidden": (128, 64), "model.cnn_channels": (32, 64), "model.cnn_fc": 128,
+            "model.resnet_width": 64, "model.deep_width": 512, "train.lr": 0.01, "sragu.tau": 1.5}
+    kept = applicable_params(base, model="cnn_small")  # the cell's model wins over a stale model.name
+    assert set(kept) == {"forget.regime", "forget.fraction", "forget.steps", "model.name", "model.cnn_channels",
+                         "model.cnn_fc", "train.lr", "sragu.tau"}
+    assert kept["model.name"] == "cnn_small"
+    cls = applicable_params({**base, "forget.regime": "class"})
+    assert {k for k in cls if k.startswith(("forget.", "model."))} == {
+        "forget.regime", "forget.classes", "forget.steps", "model.name", "model.mlp_hidden"}
+    mem = applicable_params({**base, "forget.regime": "memorised", "forget.mem_subset": 0.7})
+    assert {k for k in mem if k.startswith("forget.")} == {"forget.regime", "forget.fraction", "forget.steps",
+                                                          "forget.mem_models", "forget.mem_subset"}
+    deep = applicable_params(base, model="mlp_planted")
+    assert {k for k in deep if k.startswith("model.")} == {"model.name", "model.deep_width"}  # the ones present
+    unknown = {**base, "forget.regime": "no_such"}
+    assert applicable_params(unknown, model="no_such") == {**unknown, "model.name": "no_such"}  # all kept
+
+    assert display_value(0.06499999999999999) == "0.065" and display_value(2.0) == "2.0"
+    assert display_value(1e-05) == "1e-05" and display_value(np.float32(0.1)) == "0.1"
+    assert display_value(123456789.0) == "123457000.0" and display_value(3) == "3" and display_value(True) == "True"
+
+
+def test_experiment_opens_on_a_view_of_the_cells_with_metric_columns(tmp_path):
+    uri = default_tracking_uri(tmp_path / "runs")
+    tracker = Tracker(uri, EXP)
+    parent = tracker.start_parent("smoke-1", {"lr": 0.06499999999999999, "seeds": [0.1234567891, 2]}, {})
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(EXP)
+    tags = exp.tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "one cell" in tags["mlflow.note.content"]
+    view = json.loads(tags["mlflow.sharedViewState.sragu-cells"])
+    state = json.loads(view["state"])
+    assert view["name"] == CELLS.name and state["searchFilter"] == "tags.`sragu.role` = 'cell'"
+    assert state["selectedColumns"][0] == "metrics.`forget_acc`" and "metrics.`avg_gap`" in state["selectedColumns"]
+    assert "tags.`method`" in state["selectedColumns"] and state["columnOrder"] == state["selectedColumns"]
+    run = client.get_run(parent)
+    assert run.data.params == {"lr": "0.065", "seeds": "[0.123457, 2]"}  # shown rounded; config.json keeps all
+    assert json.loads(Path(client.download_artifacts(parent, "config.json", str(tmp_path))).read_text())["lr"] == \
+        0.06499999999999999
+    assert "running" in run.data.tags["mlflow.note.content"]
+
+    # a user's own description survives the next run; an unchanged view is not rewritten
+    client.set_experiment_tag(exp.experiment_id, "mlflow.note.content", "mine")
+    Tracker(uri, EXP).start_parent("smoke-2", {}, {})
+    again = client.get_experiment(exp.experiment_id).tags
+    assert again["mlflow.note.content"] == "mine"
+    assert again["mlflow.sharedViewState.sragu-cells"] == tags["mlflow.sharedViewState.sragu-cells"]
+
+    eid = exp.experiment_id
+    assert ui_link(uri, eid, port=5123) == (f"http://127.0.0.1:5123/#/experiments/{eid}/runs?"
+                                            "workflowType=machine_learning&viewStateShareKey=sragu-cells")
+    assert ui_link("https://user:pw@mlflow.example.org/prefix/", "7", run_id="abc", artifact="report.md") == \
+        "https://mlflow.example.org/prefix/#/experiments/7/runs/abc/artifacts/report.md?workflowType=machine_learning"
+    hint = tracker.ui_hint(parent, "report.md")
+    assert hint.splitlines()[0] == f"mlflow ui --backend-store-uri {uri} --port 5000 --workers 1"
+    assert ui_link(uri, eid) in hint and ui_link(uri, eid, run_id=parent, artifact="report.md") in hint
+    assert Tracker(uri, EXP).ui_hint().splitlines() == [hint.splitlines()[0]]  # no id known yet: no request made
+
+
+def test_markdown_report_is_logged_with_its_figures_served(tmp_path):
+    uri = default_tracking_uri(tmp_path / "runs")
+    tracker = Tracker(uri, EXP)
+    parent = tracker.start_parent("smoke-1", {}, {})
+    rep = tmp_path / "run" / "report"
+    rep.mkdir(parents=True)
+    (rep / "fig01.png").write_bytes(b"\x89PNG fig01")
+    (tmp_path / "run" / "outside.png").write_bytes(b"\x89PNG outside")
+    md = ("# Bench\n\nopening line\n\n![fig one](fig01.png)\n\n## Section\n\n![up](../outside.png \"t\")\n"
+          "![web](https://example.org/x.png) ![gone](missing.png)\n")
+    (rep / "report.md").write_text(md)
+    tracker.finish_parent(parent, artifacts={"report.md": rep / "report.md", "report": rep},
+                          metrics={"cells_ok": 6, "cells_failed": 0})
+    client = MlflowClient(uri)
+    root = {a.path for a in client.list_artifacts(parent)}
+    assert root == {"config.json", "report.md", "report", "outside.png"}
+    assert {a.path for a in client.list_artifacts(parent, "report")} == {"report/report.md", "report/fig01.png"}
+    served = Path(client.download_artifacts(parent, "report.md", str(tmp_path / "dl"))).read_text()
+    assert f"![fig one](http:get-artifact?path=report%2Ffig01.png&run_uuid={parent})" in served
+    assert f"![up](http:get-artifact?path=outside.png&run_uuid={parent} \"t\")" in served  # logged beside it
+    assert "![web](https://example.org/x.png)" in served and "![gone](missing.png)" in served  # left as they were
+    portable = Path(client.download_artifacts(parent, "report/report.md", str(tmp_path / "dl2"))).read_text()
+    assert portable == md  # the folder's copy keeps its relative links (for a download)
+    note = client.get_run(parent).data.tags["mlflow.note.content"]
+    assert note.startswith("**FINISHED** — cells_ok 6 · cells_failed 0") and "opening line" in note
+    assert "Section" not in note and "fig01" not in note and "artifact `report.md`" in note
+
+    from components.io.tracking import _server_image_links
+
+    text, extra = _server_image_links("![a](fig01.png)", rep / "report.md", "report.md", "r1", {}, "https")
+    assert text == "![a](https:get-artifact?path=fig01.png&run_uuid=r1)" and extra == {"fig01.png": rep / "fig01.png"}
+
+
+def test_cached_cells_move_under_the_new_parent(tmp_path):
+    uri = default_tracking_uri(tmp_path / "runs")
+    tracker = Tracker(uri, EXP)
+    first = tracker.start_parent("run-1", {}, {})
+    ok = tracker.log_cell(first, "k/ok", "ok", {}, {"js": 0.1}, {})
+    bad = tracker.log_cell(first, "k/bad", "bad", {}, {}, {"error": "boom"}, status="FAILED")
+    tracker.finish_parent(first)
+    second = tracker.start_parent("run-2", {}, {})
+    assert tracker.adopt_cells(second, ["k/ok", "k/bad", "k/absent"]) == 1  # a FAILED cell is rerun, not moved
+    client = MlflowClient(uri)
+    t = client.get_run(ok).data.tags
+    assert t["mlflow.parentRunId"] == second and t["sragu.cached"] == "true" and t["sragu.computed_under"] == first
+    assert client.get_run(bad).data.tags["mlflow.parentRunId"] == first
+    assert tracker.adopt_cells(second, ["k/ok"]) == 0  # already there
+    third = tracker.start_parent("run-3", {}, {})
+    assert tracker.adopt_cells(third, ["k/ok"]) == 1
+    t = client.get_run(ok).data.tags
+    assert t["mlflow.parentRunId"] == third and t["sragu.computed_under"] == first  # who computed it, kept
+    assert tracker.logged_cells() == {"k/ok": "FINISHED", "k/bad": "FAILED"} and tracker.find_cell("k/ok") == ok
+    assert client.get_run(ok).data.metrics == {"js": 0.1}
+    with TrackedRun(Tracker(uri, EXP), "run-4", {}, {}) as tracked:
+        assert tracked.adopt_cells(["k/ok"]) == 1
+        assert client.get_run(ok).data.tags["mlflow.parentRunId"] == tracked.parent.run_id
+
+
+class _Trial:
+    """What Ray's MLflowLoggerCallback reads of a Tune trial (hashable, like Tune's)."""
+
+    def __init__(self, tag: str, config: dict, last_result: dict):
+        from components.execution.tune_run import TrialName
+
+        self.experiment_tag, self.trial_id, self.config, self.last_result = tag, "ab12_00000", config, last_result
+        self.local_path = None
+        self.name = TrialName("sragu")(self)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def test_tune_trials_are_named_and_early_stops_marked(tmp_path, monkeypatch):
+    import mlflow
+
+    from components.execution.tune_run import trial_logger
+
+    uri = default_tracking_uri(tmp_path / "runs")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # Ray's logger sets it process-wide; restored afterwards
+    client = MlflowClient(uri)
+    tracker = Tracker(uri, "sragu-tune-test")
+    started = tracker.start_parent("sweep", {}, {"sweep": "sw"})  # the run that started the sweep ...
+    client.set_terminated(started, status="KILLED")  # ... was interrupted; a --resume run holds the sweep now
+    parent = tracker.start_parent("sweep", {}, {"sweep": "sw"})
+    tracker.start_parent("other", {}, {"sweep": "other"})  # a newer sweep of another name is not it
+    try:
+        cb = trial_logger(uri, "sragu-tune-test", {"mlflow.parentRunId": started, "method": "sragu",
+                                                   "sragu.role": "trial"}, "sw")  # as restored from the pickle
+        cb.setup()
+        full = _Trial("1_eta=0.065", {"eta": 0.06499999999999999}, {"complete": 1, "cells_done": 2})
+        cut = _Trial("12_eta=0.3", {"eta": 0.3}, {"complete": 0, "cells_done": 1})
+        for t in (full, cut):
+            cb.log_trial_start(t)
+            cb.log_trial_result(1, t, {"objective": 0.5, "training_iteration": 1})
+            cb.log_trial_end(t)
+    finally:
+        mlflow.set_tracking_uri(None)
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("sragu-tune-test")
+                                                            .experiment_id], "tags.`sragu.role` = 'trial'")}
+    assert set(runs) == {"sragu-trial-1", "sragu-trial-12"}
+    done, stopped = runs["sragu-trial-1"], runs["sragu-trial-12"]
+    assert done.info.status == "FINISHED" and "asha_stopped" not in done.data.tags
+    assert done.data.params == {"eta": "0.065"} and done.data.metrics["objective"] == 0.5
+    assert stopped.info.status == "KILLED" and stopped.data.tags["asha_stopped"] == "true"
+    assert stopped.data.tags["stop_reason"] == "stopped early by ASHA after 1 cell(s)"
+    assert all(r.data.tags["mlflow.parentRunId"] == parent for r in runs.values())

@@ -28,7 +28,11 @@ One ``Tuner`` per method, results under ``<store>/tune/<sweep>-<method>`` (local
 are kept, unfinished ones resumed) once :mod:`components.execution.tune_state` has checked its files against
 the digests recorded when it stopped.  MLflow: one parent run per sweep (closed by
 ``Tracker.parent_run`` whatever happens), one child per trial through Ray's ``MLflowLoggerCallback``
-(tag ``mlflow.parentRunId``), the tuned file and the best configs on the parent.
+(tag ``mlflow.parentRunId``), the tuned file and the best configs on the parent.  A trial's run is named
+``<method>-trial-<n>`` (n: the order Tune created it in), its searched values are shown to 6 significant
+digits, and a trial ASHA stopped before its last cell ends KILLED with tag ``asha_stopped=true``
+(:func:`trial_logger`); the experiment's saved view lists the trials with their objective
+(``components.io.tracking.TRIALS``).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from sragu_core.metrics import accuracy, js, kl_to_gold, pd, predict, tv
 
 from ..config import Resolved, TaskResources
 from ..io.store import Store
-from ..io.tracking import Tracker
+from ..io.tracking import TRIALS, Tracker, display_value
 from .compute import CellInputs, build, cell_inputs, pick_device, prepared
 from .grid import Upstream, init_ray
 from .plan import plan_cells
@@ -62,7 +66,8 @@ from .tune_state import record_state, sweep_path, verify_state
 from .tuned_file import TUNED_FORMAT
 
 __all__ = ["TuneSettings", "for_preset", "pick_best", "ASCENT_FAMILY", "OBJECTIVES", "AVG_GAP_SPLITS", "objective_of",
-           "startup_trials", "TuningCell", "SweepInterrupted", "prepare_cells", "evaluate_config", "run_sweeps"]
+           "startup_trials", "TuningCell", "SweepInterrupted", "prepare_cells", "evaluate_config", "run_sweeps",
+           "TrialName", "trial_logger"]
 
 # name → what it measures; every one but kl_to_gold is bounded, so one diverged cell cannot decide a mean
 OBJECTIVES = {
@@ -242,6 +247,61 @@ def _trainable(config: dict, *, method: str, base: Any, space: dict[str, SearchD
     evaluate_config(method, cfg, cells, settings, bench, report=tune.report)
 
 
+class TrialName:
+    """Tune's ``trial_name_creator``: ``<method>-trial-<n>``, n the order the searcher created the trial in (its
+    ``experiment_tag`` starts with that counter, which a restored sweep keeps), instead of ``_trainable_<id>``.
+    A class, not a closure: Tune pickles it with the sweep's state."""
+
+    def __init__(self, method: str):
+        self.method = method
+
+    def __call__(self, trial) -> str:
+        n = str(getattr(trial, "experiment_tag", "")).partition("_")[0]
+        return f"{self.method}-trial-{n}" if n.isdigit() else f"{self.method}-trial-{trial.trial_id}"
+
+
+def trial_logger(tracking_uri: str, experiment: str, tags: dict, sweep: str):
+    """Ray's ``MLflowLoggerCallback`` for the trials of ``sweep`` (the parent's ``sweep`` tag): each trial's searched
+    values shown to 6 significant digits; a trial that ended without finishing every cell (``complete`` != 1: ASHA
+    stopped it; Tune reports it TERMINATED, as a finished one) ended KILLED with tag ``asha_stopped=true``; and
+    trials filed under the sweep's newest RUNNING parent.  That last point is for ``--resume``: Tune restores this
+    callback from the pickled state of the run that started the sweep, whose parent has ended (KILLED), and the
+    resumed trials belong to the run that resumes it (measured: they went to the old parent)."""
+    from mlflow.tracking import MlflowClient
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    class TrialLogger(MLflowLoggerCallback):
+        def setup(self, *args, **kwargs) -> None:
+            super().setup(*args, **kwargs)
+            client = MlflowClient(self.tracking_uri)
+            exp = client.get_experiment_by_name(self.experiment_name)
+            live = client.search_runs([exp.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                                      filter_string=f"tags.sweep = '{sweep}' and tags.`sragu.role` = 'parent' and "
+                                                    "attributes.status = 'RUNNING'") if exp else []
+            if live:
+                self.tags = {**self.tags, "mlflow.parentRunId": live[0].info.run_id}
+
+        def log_trial_start(self, trial) -> None:
+            if trial not in self._trial_runs:
+                run = self.mlflow_util.start_run(tags={**self.tags, "trial_name": str(trial)}, run_name=str(trial))
+                self._trial_runs[trial] = run.info.run_id
+                shown = {k: display_value(v) for k, v in trial.config.items()}
+                self.mlflow_util.log_params(run_id=self._trial_runs[trial], params_to_log=shown)
+
+        def log_trial_end(self, trial, failed: bool = False) -> None:
+            result = trial.last_result or {}
+            if failed or result.get("complete") == 1:
+                return super().log_trial_end(trial, failed)
+            run_id, done = self._trial_runs[trial], result.get("cells_done")
+            client = MlflowClient(self.tracking_uri)
+            client.set_tag(run_id, "asha_stopped", "true")
+            client.set_tag(run_id, "stop_reason", f"stopped early by ASHA after {done} cell(s)" if done is not None
+                           else "stopped early by ASHA")
+            client.set_terminated(run_id, status="KILLED")
+
+    return TrialLogger(tracking_uri=tracking_uri, experiment_name=experiment, tags=tags, save_artifact=False)
+
+
 def run_sweeps(resolved: Resolved, settings: TuneSettings, store: Store, datasets: dict, tracker: Tracker, *,
                name: str, space_overrides: dict[str, dict], out: Path, state_dir: Path,
                restore: set[str] = frozenset()) -> dict:
@@ -257,6 +317,7 @@ def run_sweeps(resolved: Resolved, settings: TuneSettings, store: Store, dataset
         cells = prepare_cells(resolved, settings, store, datasets)
         described = {m: describe(s) for m, s in spaces.items()}
         config = {"bench": resolved.as_dict(), "tune": to_dict(settings), "spaces": described}
+        tracker.view = TRIALS  # the experiment's saved view lists trials, not cells
         with tracker.parent_run(name, config, {"sweep": name, "tuning_seed": str(settings.tuning_seed),
                                                "protocol": settings.protocol}) as parent:
             doc = {"format": TUNED_FORMAT, "source": name, "preset": resolved.bench.name,
@@ -283,7 +344,6 @@ def _sweep(method: str, space: dict[str, SearchDim], cells: list[TuningCell], re
            state_dir: Path) -> dict:
     """One method's sweep (restored when it is in ``restore``); its tuned-file entry."""
     import optuna
-    from ray.air.integrations.mlflow import MLflowLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
@@ -316,13 +376,13 @@ def _sweep(method: str, space: dict[str, SearchDim], cells: list[TuningCell], re
         grace = settings.grace_period or len(resolved.forget)
         asha = ASHAScheduler(time_attr="training_iteration", grace_period=min(grace, len(cells)),
                              reduction_factor=settings.reduction_factor, max_t=len(cells))  # both in cells
-        mlflow_cb = MLflowLoggerCallback(tracking_uri=tracker.tracking_uri, experiment_name=tracker.experiment,
-                                         tags={"mlflow.parentRunId": parent, "method": method,
-                                               "sragu.role": "trial"}, save_artifact=False)
+        mlflow_cb = trial_logger(tracker.tracking_uri, tracker.experiment,
+                                 {"mlflow.parentRunId": parent, "method": method, "sragu.role": "trial"}, name)
         tuner = tune.Tuner(
             trainable, param_space=to_tune(space),
             tune_config=tune.TuneConfig(metric="objective", mode="min", search_alg=search, scheduler=asha,
-                                        num_samples=settings.trials, max_concurrent_trials=settings.max_concurrent),
+                                        num_samples=settings.trials, max_concurrent_trials=settings.max_concurrent,
+                                        trial_name_creator=TrialName(method)),
             run_config=tune.RunConfig(name=sweep, storage_path=storage, storage_filesystem=fs,
                                       callbacks=[mlflow_cb], verbose=1))
     try:

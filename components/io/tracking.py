@@ -23,11 +23,21 @@ holds and the experiment lacks is logged from its stored row (tag ``sragu.logged
 runs carry their driver's id (``sragu.driver``); a parent left RUNNING by a driver that is gone (crashed,
 SIGKILLed, lost its server) is ended ``KILLED`` by the next run.
 
+What the UI opens on (measured on MLflow 3.17): every experiment is tagged a model-training experiment and
+described, and carries a saved view (:class:`RunsView`, listed under *Views*) of its cell runs with the headline
+metrics as columns; :func:`ui_link` is the link that opens it (``workflowType=machine_learning``: 3.17 opens
+on its GenAI overview, with no run in sight, unless the link or the user's last choice says otherwise).  A cell
+logs only the config fields that apply to it (:func:`applicable_params`) and floats shown to 6 significant
+digits; a Markdown artifact is logged with its image links pointed at the server (:func:`_server_image_links`),
+since 3.17 shows a relative image link as text.  A rerun that finds its cells cached moves their runs under its
+own parent (:meth:`Tracker.adopt_cells`), so the newest parent holds the whole grid.
+
 Open the UI on the default store (from the repository root)::
 
-    mlflow ui --backend-store-uri sqlite:///runs/mlflow.db
+    mlflow ui --backend-store-uri sqlite:///runs/mlflow.db --port 5000 --workers 1
 
-or set ``MLFLOW_TRACKING_URI=http://host:5000`` to log to a server instead.
+then the link :meth:`TrackedRun.ui_hint` prints; or set ``MLFLOW_TRACKING_URI=http://host:5000`` to log to a
+server instead.
 """
 
 from __future__ import annotations
@@ -37,19 +47,21 @@ import json
 import math
 import numbers
 import os
+import posixpath
 import re
 import shutil
 import sys
 import tempfile
 import time
+import types
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -58,8 +70,9 @@ from sragu_core.errors import ConfigError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Tracker", "ParentRun", "TrackedRun", "alpha_omega_figure", "default_tracking_uri", "flatten", "redact",
-           "resolve_tracking_uri"]
+__all__ = ["CELLS", "TRIALS", "RunsView", "Tracker", "ParentRun", "TrackedRun", "alpha_omega_figure",
+           "applicable_params", "default_tracking_uri", "display_value", "flatten", "redact", "resolve_tracking_uri",
+           "ui_link"]
 
 _MAX_PARAM_VAL, _MAX_TAG_VAL, _PARAMS_PER_BATCH, _METRICS_PER_BATCH = 6000, 8000, 100, 1000
 _STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -68,6 +81,84 @@ _ENV = "MLFLOW_TRACKING_URI"
 # settings of these variables win
 HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+_SIG_DIGITS = 6  # params and tags show floats to this many significant digits (metrics keep full precision)
+UI_PORT = 5000  # `mlflow ui`'s default port, and the Makefile's `make mlflow-ui`
+_KIND = ("mlflow.experimentKind", "custom_model_development")  # what MLflow 3.x's UI calls a model-training experiment
+_NOTE, _VIEW_TAG = "mlflow.note.content", "mlflow.sharedViewState."
+_MAX_NOTE = 5000  # experiment tags hold at most 5000 characters (run tags 8000)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunsView:
+    """A saved view of an experiment's runs table: the active runs of one role, with chosen columns.
+
+    MLflow 3.17 opens a runs table with three attribute columns and no metric, and keeps a user's column choice
+    in that browser only.  A *shared view* is an experiment tag ``mlflow.sharedViewState.<key>`` whose value
+    (``{"name", "createdAt", "state"}``, ``state`` the table's filter, sort and columns as JSON) the UI lists
+    under *Views* and applies to a link carrying ``viewStateShareKey=<key>``.  It cannot expand a parent row
+    (the UI drops ``runsExpanded`` from shared state), so the view filters on the role: its runs are listed flat.
+    """
+
+    key: str
+    name: str
+    role: str  # the runs' ``sragu.role`` tag
+    tags: tuple[str, ...]  # tag columns, in order
+    metrics: tuple[str, ...] | None  # metric columns; None: the console's (sragu_core.evaluate.metrics_in)
+    description: str  # the experiment's description (set when it has none)
+
+    def columns(self) -> list[str]:
+        """Metric columns first (the UI would sort them after the tags, off screen), then the tag columns."""
+        metrics = self.metrics
+        if metrics is None:
+            from sragu_core.evaluate import metrics_in  # the metric registry pulls in torch: only when needed
+
+            metrics = metrics_in("console")
+        return [f"metrics.`{m}`" for m in metrics] + [f"tags.`{t}`" for t in self.tags]
+
+    def tag_value(self) -> str:
+        cols = self.columns()
+        state = {"searchFilter": f"tags.`sragu.role` = '{self.role}'", "orderByKey": "tags.`mlflow.runName`",
+                 "orderByAsc": True, "selectedColumns": cols, "columnOrder": cols}
+        now = int(time.time() * 1000)
+        return json.dumps({"name": self.name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)})
+
+
+CELLS = RunsView(
+    "sragu-cells", "sragu: cells and headline metrics", "cell", ("method", "regime", "model", "dataset", "seed"), None,
+    "SRAGU benchmark (docs/design.md §8). Each *parent* run is one invocation: its resolved config (params and "
+    "config.json), the consolidated table, and `report.md` with its figures. Each *child* run is one cell "
+    "(dataset × model × seed × forget regime × method): the inputs that apply to it as params, every metric, and "
+    "SRAGU's α/ω table. One active run per cell: a rerun replaces it, and a cell found cached in the store is moved "
+    "under the newest parent (tag `sragu.cached`). The view **sragu: cells and headline metrics** (Views menu) "
+    "lists the cells with the console's metrics as columns.")
+TRIALS = RunsView(
+    "sragu-trials", "sragu: sweep trials", "trial", ("method", "asha_stopped"),
+    ("objective", "cells_done", "complete"),
+    "SRAGU hyperparameter sweeps (docs/tuning.md). Each *parent* run is one sweep with the tuned file and the best "
+    "configuration per method (`best.<method>` tags); each *child* run is one Ray Tune trial named "
+    "`<method>-trial-<n>`, with its searched values as params. A trial ASHA stopped early ends KILLED with tag "
+    "`asha_stopped=true`. The view **sragu: sweep trials** (Views menu) lists the trials with their objective.")
+
+
+def ui_link(tracking_uri: str, experiment_id: str, *, run_id: str | None = None, artifact: str | None = None,
+            view: RunsView = CELLS, port: int = UI_PORT) -> str:
+    """The URL of an experiment's runs (through ``view``), of one run, or of one artifact of a run, in MLflow's UI.
+
+    A server URI links to that server (without any ``user:password@``: the browser asks); any other store (SQLite,
+    a database URI) to the ``mlflow ui`` that :meth:`Tracker.ui_command` starts on 127.0.0.1:``port``.
+    ``workflowType=machine_learning`` makes MLflow 3.17 open its model-training pages rather than its GenAI overview
+    (its default, remembered per browser)."""
+    parts = urllib.parse.urlsplit(tracking_uri)
+    if parts.scheme in ("http", "https"):
+        host = parts.netloc.rpartition("@")[2]
+        base = urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+    else:
+        base = f"http://127.0.0.1:{port}"
+    page = f"{base}/#/experiments/{experiment_id}"
+    if run_id is None:
+        return f"{page}/runs?workflowType=machine_learning&viewStateShareKey={view.key}"
+    tail = f"/artifacts/{urllib.parse.quote(artifact)}" if artifact else ""
+    return f"{page}/runs/{run_id}{tail}?workflowType=machine_learning"
 
 
 def default_tracking_uri(run_root: Path) -> str:
@@ -112,8 +203,10 @@ class Tracker:
     unreachable server can be built during config parsing without side effects.
     """
 
-    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None):
-        """``artifact_root`` applies to a SQLite backend only; a server keeps its own artifact store.
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None, *,
+                 view: RunsView = CELLS):
+        """``artifact_root`` applies to a SQLite backend only; a server keeps its own artifact store.  ``view``: the
+        saved view of the runs table the experiment gets and :func:`ui_link` opens (a sweep sets :data:`TRIALS`).
 
         A ``user:password@`` in a server URI moves to MLflow's basic-auth variables (``MLFLOW_TRACKING_USERNAME``
         / ``_PASSWORD``, unless already set), so the URI that is logged, printed and shown in links is clean."""
@@ -126,6 +219,7 @@ class Tracker:
             root = artifact_root if artifact_root is not None else self._sqlite.parent / "mlartifacts"
         self.artifact_location = Path(root).resolve().as_uri() if root is not None else None
         self._experiment_id: str | None = None
+        self.view = view
 
     @cached_property
     def client(self) -> MlflowClient:
@@ -185,12 +279,51 @@ class Tracker:
             self._experiment_id = exp.experiment_id
         return self._experiment_id
 
+    def prepare_experiment(self) -> None:
+        """Set the experiment up for the UI: tagged model training, described (unless it has a description), and
+        holding :attr:`view` (rewritten only when its columns or filter changed).  Idempotent; one read, ≤ 3 writes."""
+        exp_id = self.experiment_id()
+        have = self.client.get_experiment(exp_id).tags
+        want = {_KIND[0]: _KIND[1]}
+        if not have.get(_NOTE):
+            want[_NOTE] = _clip(self.view.description, _MAX_NOTE)
+        view_tag, view = _VIEW_TAG + self.view.key, self.view.tag_value()
+        if _view_body(have.get(view_tag)) != _view_body(view):
+            want[view_tag] = view
+        for k, v in want.items():
+            if have.get(k) != v:
+                self.client.set_experiment_tag(exp_id, k, v)
+
+    def ui_command(self, port: int = UI_PORT) -> str | None:
+        """The ``mlflow ui`` command that serves this store on 127.0.0.1:``port``; None for a tracking server."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return None
+        return f"mlflow ui --backend-store-uri {redact(self.tracking_uri)} --port {port} --workers 1"
+
+    def ui_hint(self, parent_id: str | None = None, artifact: str | None = None, port: int = UI_PORT) -> str:
+        """What to run and open to see this experiment: the ``mlflow ui`` command (local stores), the link to the
+        runs view and, given ``parent_id``, to that run (or its ``artifact``).  Makes no request: without a known
+        experiment id (tracking failed before it was looked up) it is the command alone."""
+        cmd = self.ui_command(port)
+        lines = [cmd or f"tracking server {redact(self.tracking_uri)}"]
+        if self._experiment_id is not None:
+            lines.append(f"  runs:   {ui_link(self.tracking_uri, self._experiment_id, view=self.view, port=port)}")
+            if parent_id:
+                label = "report" if artifact else "run"
+                lines.append(f"  {label + ':':<7} " + ui_link(self.tracking_uri, self._experiment_id, run_id=parent_id,
+                                                              artifact=artifact, port=port))
+        return "\n".join(lines)
+
     # ------------------------------------------------------------------ parent run
     def start_parent(self, run_name: str, config: dict, tags: dict) -> str:
-        """Create the invocation's run; log the flattened config as params and as ``config.json``."""
+        """Create the invocation's run; log the flattened config as params and as ``config.json``.  The experiment
+        is prepared for the UI first (:meth:`prepare_experiment`)."""
         flat = _params(config)  # a bad config fails here, before a run exists
+        self.prepare_experiment()
+        note = (f"**{run_name}**: running (started {time.strftime('%Y-%m-%d %H:%M:%S')}). Its resolved config is in "
+                f"the params and `config.json`; its {self.view.role}s are the child runs.")
         run = self.client.create_run(self.experiment_id(), run_name=run_name,
-                                     tags={**_tag_values(tags), "sragu.role": "parent"})
+                                     tags={**_tag_values(tags), "sragu.role": "parent", _NOTE: note})
         run_id = run.info.run_id
         with self._fail_run_on_error(run_id):
             self._log_params(run_id, flat)
@@ -209,8 +342,8 @@ class Tracker:
             self._log_metrics(parent_id, nums)
             for k, v in strings.items():
                 self.client.set_tag(parent_id, k, v)
-            for dest, path in (artifacts or {}).items():
-                self._log_file(parent_id, Path(path), PurePosixPath(dest))
+            report = self._log_artifacts(parent_id, {d: Path(p) for d, p in (artifacts or {}).items()})
+            self.client.set_tag(parent_id, _NOTE, _parent_note(status, nums, report))
         self.client.set_terminated(parent_id, status=status)
 
     @contextmanager
@@ -250,7 +383,9 @@ class Tracker:
         try:
             _check_status(status)
             earlier = self._cell_runs(cell_key)
-            flat, (nums, strings, skipped) = _params(params), _split_metrics(metrics)
+            model = str(tags.get("model") or "")
+            flat = _params(applicable_params(flatten(params), model=model if model not in ("", "None") else None))
+            nums, strings, skipped = _split_metrics(metrics)
             run_tags = {**_tag_values(strings), **_tag_values(tags), "mlflow.parentRunId": parent_id,
                         "sragu.cell_key": cell_key, "sragu.role": "cell"}
             if skipped:
@@ -290,6 +425,32 @@ class Tracker:
             if not token:
                 return out
 
+    def adopt_cells(self, parent_id: str, keys: Iterable[str]) -> int:
+        """Move the FINISHED cell runs of ``keys`` that hang under another parent under ``parent_id``; how many.
+
+        For a rerun that finds cells cached in the store: without this its parent would have no children and the
+        newest invocation would not show the grid it reports.  The run itself is kept (its metrics, artifacts and
+        start time); it gains ``sragu.cached=true`` and, the first time it moves, ``sragu.computed_under`` (the
+        parent that computed it).  The earlier parent keeps its ``cells_*`` metrics, not these children."""
+        wanted, moved, token = set(keys), 0, None
+        while wanted:
+            page = self.client.search_runs(
+                [self.experiment_id()], filter_string="tags.`sragu.role` = 'cell' and attributes.status = 'FINISHED'",
+                max_results=1000, page_token=token)
+            for r in page:
+                t = r.data.tags
+                old = t.get("mlflow.parentRunId")
+                if t.get("sragu.cell_key") in wanted and old != parent_id:
+                    tags = [RunTag("mlflow.parentRunId", parent_id), RunTag("sragu.cached", "true")]
+                    if old and "sragu.computed_under" not in t:
+                        tags.append(RunTag("sragu.computed_under", old))
+                    self.client.log_batch(r.info.run_id, tags=tags)
+                    moved += 1
+            token = page.token
+            if not token:
+                break
+        return moved
+
     def end_orphans(self, alive: Callable[[str], bool]) -> list[str]:
         """End ``KILLED`` every RUNNING parent whose driver (tag ``sragu.driver``) is not ``alive``; their ids."""
         runs = self.client.search_runs([self.experiment_id()],
@@ -324,6 +485,33 @@ class Tracker:
         ms = [Metric(k, v, now, 0) for k, v in metrics.items()]
         for i in range(0, len(ms), _METRICS_PER_BATCH):
             self.client.log_batch(run_id, metrics=ms[i:i + _METRICS_PER_BATCH])
+
+    def _log_artifacts(self, run_id: str, artifacts: dict[str, Path]) -> tuple[str, str] | None:
+        """Log ``{path in the run: local file or folder}``; Markdown files last, with their relative image links
+        pointed at this server (:func:`_server_image_links`; an image no other entry logs is logged beside the
+        Markdown).  Returns (path, text) of the first Markdown file logged (the run's note quotes it), else None."""
+        logged: dict[Path, str] = {}
+        for dest, path in artifacts.items():
+            files = [(f, PurePosixPath(dest, f.relative_to(path).as_posix())) for f in sorted(path.rglob("*"))
+                     if f.is_file()] if path.is_dir() else [(path, PurePosixPath(dest))]
+            logged.update({f.resolve(): str(d) for f, d in files})
+        markdown = {d: p for d, p in artifacts.items() if p.is_file() and p.suffix.lower() in (".md", ".markdown")}
+        for dest, path in artifacts.items():
+            if dest not in markdown:
+                self._log_file(run_id, path, PurePosixPath(dest))
+        first = None
+        scheme = "https" if self.tracking_uri.startswith("https://") else "http"
+        for dest, path in markdown.items():
+            text = path.read_text(encoding="utf-8")
+            first = (dest, text) if first is None else first
+            served, extra = _server_image_links(text, path, dest, run_id, logged, scheme)
+            for at, local in extra.items():
+                self._log_file(run_id, local, PurePosixPath(at))
+            if served == text:
+                self._log_file(run_id, path, PurePosixPath(dest))
+            else:
+                self.client.log_text(run_id, served, dest)
+        return first
 
     def _log_file(self, run_id: str, path: Path, dest: PurePosixPath) -> None:
         folder = None if str(dest.parent) == "." else str(dest.parent)
@@ -427,39 +615,25 @@ class TrackedRun:
     def logged_cells(self) -> dict[str, str] | None:
         return self._try("listing logged cells", self.tracker.logged_cells)
 
+    def adopt_cells(self, keys: Iterable[str]) -> int:
+        """Move the runs of cells this invocation found cached under its parent (:meth:`Tracker.adopt_cells`)."""
+        if not self.parent.run_id or self.error is not None:
+            return 0
+        return self._try("linking cached cells", lambda: self.tracker.adopt_cells(self.parent.run_id, keys)) or 0
+
+    def ui_hint(self, port: int = UI_PORT) -> str:
+        """The command and links that show this invocation (:meth:`Tracker.ui_hint`); the report link when a
+        ``report.md`` was logged on the parent."""
+        report = "report.md" if "report.md" in self.parent.artifacts and self.error is None else None
+        return self.tracker.ui_hint(self.parent.run_id or None, report, port)
+
 
 def alpha_omega_figure(rows: list[dict]) -> Figure:
-    """Bars of α (top) and the step multiplier (bottom) per layer from an α/ω table (rows with ``name``, ``alpha``,
-    ``omega`` and, since the controls, ``multiplier``).
+    """The per-layer α and step-multiplier figure the report draws (:func:`components.report.plots.
+    alpha_omega_figure`: layers labelled by name and shape, unreliable α marked), for a cell's MLflow run."""
+    from components.report.plots import alpha_omega_figure as draw
 
-    A layer whose α could not be fitted (NaN: too few eigenvalues) has no α bar and an "n/a" mark.
-    Built on ``matplotlib.figure.Figure`` directly, not pyplot: no global backend or figure registry is
-    touched (it renders with Agg when saved), and it needs no ``plt.close``.
-    """
-    from matplotlib.figure import Figure
-
-    names = [str(r.get("name", i)) for i, r in enumerate(rows)]
-    alpha = [_float(r.get("alpha")) for r in rows]
-    # the bottom panel shows what each layer's step was multiplied by (c·ω after renormalisation and any
-    # placebo) where the table has it, else the map's ω
-    key = "multiplier" if any("multiplier" in r for r in rows) else "omega"
-    omega = [_float(r.get(key)) for r in rows]
-    fig = Figure(figsize=(max(4.0, 0.6 * len(rows) + 2), 4.5), layout="constrained")
-    ax_a, ax_w = fig.subplots(2, 1, sharex=True)
-    x = list(range(len(rows)))
-    ax_a.bar(x, alpha, color="tab:blue")  # NaN heights draw nothing: the missing bar is the point
-    missing = [i for i, a in enumerate(alpha) if not math.isfinite(a)]
-    for i in missing:
-        ax_a.annotate("n/a", (i, 0), ha="center", va="bottom", color="tab:red", fontsize=8)
-    ax_a.set_ylabel("α (power-law exponent)")
-    note = f"  ({len(missing)} layer(s) without α: shown n/a)" if missing else ""
-    ax_a.set_title(f"Per-layer α and ω{note}", fontsize=10)
-    ax_w.bar(x, omega, color="tab:orange")
-    ax_w.set_ylabel("step multiplier c·ω" if key == "multiplier" else "ω (step weight)")
-    ax_w.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
-    if not rows:
-        ax_a.text(0.5, 0.5, "no layers", transform=ax_a.transAxes, ha="center")
-    return fig
+    return draw(rows)
 
 
 # ---------------------------------------------------------------------- module helpers
@@ -566,8 +740,171 @@ def _param_str(v: Any) -> str:
     if isinstance(v, str):
         return v
     if isinstance(v, (list, tuple, set, frozenset, Mapping)):
-        return json.dumps(_jsonable(v), default=str)
+        return json.dumps(_rounded(_jsonable(v)), default=str)
+    return display_value(v)
+
+
+def display_value(v: Any) -> str:
+    """A param's or tag's text: a float to 6 significant digits (``0.06499999999`` → ``0.065``, ``2.0`` stays
+    ``2.0``, ``1e-05`` stays), anything else ``str``.  Metrics keep full precision; this is what a table shows."""
+    v = _scalar(v)
+    if isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral):
+        return repr(float(f"{float(v):.{_SIG_DIGITS}g}"))
     return str(v)
+
+
+def _rounded(x: Any) -> Any:
+    if isinstance(x, float):
+        return float(f"{x:.{_SIG_DIGITS}g}")
+    if isinstance(x, list):
+        return [_rounded(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    return x
+
+
+def applicable_params(flat: Mapping[str, Any], model: str | None = None) -> dict[str, Any]:
+    """A cell's flattened inputs without the config fields that do not apply to it: of ``forget.*`` only those its
+    regime (``forget.regime``) reads, and ``steps``; of ``model.*`` only those the builder of ``model`` (else
+    ``model.name``) reads, and ``model.name`` set to that model.  Every other key is kept.
+
+    Which fields a regime or model reads is taken from its registered functions' code (:func:`_fields_read`), so a
+    new regime or architecture needs no table here: on the registered ones this gives random → ``fraction``,
+    class → ``classes``, memorised → ``fraction``, ``mem_models``, ``mem_subset``; mlp → ``mlp_hidden``,
+    cnn_small → ``cnn_channels``, ``cnn_fc``.  An unknown regime or model keeps all its fields."""
+    out = dict(flat)
+    regime = out.get("forget.regime")
+    if regime is not None:
+        used = _regime_fields(str(regime))
+        if used is not None:
+            out = {k: v for k, v in out.items() if not k.startswith("forget.") or k[len("forget."):] in used}
+    name = model or out.get("model.name")
+    if name is not None and any(k.startswith("model.") for k in out):
+        used = _model_fields(str(name))
+        if used is not None:
+            out = {k: v for k, v in out.items() if not k.startswith("model.") or k[len("model."):] in used}
+        out["model.name"] = name
+    return out
+
+
+@cache
+def _regime_fields(regime: str) -> frozenset[str] | None:
+    from sragu_core.forget import REGIMES, ForgetConfig
+
+    if regime not in REGIMES:
+        return None
+    spec, fields = REGIMES[regime], frozenset(f.name for f in dataclasses.fields(ForgetConfig))
+    return frozenset({"regime", "steps"} | _fields_read([spec.select, spec.parse, spec.label, spec.alter,
+                                                         spec.nonmembers], fields))
+
+
+@cache
+def _model_fields(model: str) -> frozenset[str] | None:
+    from sragu_core.models import MODELS, ModelConfig
+
+    if model not in MODELS:
+        return None
+    fields = frozenset(f.name for f in dataclasses.fields(ModelConfig))
+    return frozenset({"name"} | _fields_read([MODELS[model]], fields))
+
+
+def _fields_read(fns: Iterable[Any], fields: frozenset[str], depth: int = 3) -> set[str]:
+    """The names in ``fields`` that ``fns`` mention: as an attribute (``cfg.fraction``) or a string constant
+    (``{"copies": ...}`` in a parser, ``("mem_models", "k")`` in a label), in their nested functions, lambdas and
+    closures, and in the ``sragu_core`` functions they call, ``depth`` calls deep.  Read from the code objects,
+    not run: over-inclusive at worst (a field name used for something else), which logs one param too many."""
+    seen: set[types.CodeType] = set()
+    found: set[str] = set()
+
+    def visit_fn(fn: Any, level: int) -> None:
+        if not isinstance(fn, types.FunctionType):
+            return
+        visit(fn.__code__, fn.__globals__, level)
+        for cell in fn.__closure__ or ():
+            try:
+                visit_fn(cell.cell_contents, level)
+            except ValueError:  # an empty cell
+                continue
+
+    def visit(code: types.CodeType, glb: dict, level: int) -> None:
+        if code in seen:
+            return
+        seen.add(code)
+        found.update(fields.intersection(code.co_names))
+        consts = list(code.co_consts)
+        while consts:
+            c = consts.pop()
+            if isinstance(c, str) and c in fields:
+                found.add(c)
+            elif isinstance(c, tuple):
+                consts.extend(c)
+            elif isinstance(c, types.CodeType):
+                visit(c, glb, level)
+        if level < depth:
+            for n in code.co_names:
+                f = glb.get(n)
+                if isinstance(f, types.FunctionType) and f.__module__.partition(".")[0] == "sragu_core":
+                    visit_fn(f, level + 1)
+
+    for fn in fns:
+        visit_fn(fn, 0)
+    return found
+
+
+_IMAGE = re.compile(r'!\[(?P<alt>[^\]]*)\]\((?P<src>[^)\s]+)(?P<title>\s+"[^"]*")?\)')
+
+
+def _server_image_links(text: str, md: Path, dest: str, run_id: str, logged: dict[Path, str],
+                        scheme: str = "http") -> tuple[str, dict[str, Path]]:
+    """``text`` (the Markdown file ``md``, logged at ``dest`` in run ``run_id``) with each relative image link to an
+    existing file pointed at the server's ``get-artifact`` endpoint; and ``{path in the run: file}`` for linked
+    images ``logged`` (local file → path in the run) does not hold, to be logged beside ``dest``.
+
+    Why: MLflow 3.17's Markdown viewer prints an image whose link has no scheme as text (``[alt](fig.png)``), and
+    an image's URL must name the run.  ``http:get-artifact?path=…&run_uuid=…`` has a scheme, so it is drawn, and
+    a browser resolves it against the page (same scheme: a relative reference, WHATWG URL), so it works on any
+    host, port or path prefix the UI is served under — over ``scheme`` (https for an https server)."""
+    extra: dict[str, Path] = {}
+    folder = posixpath.dirname(dest)
+
+    def point(m: re.Match) -> str:
+        src = m.group("src")
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", src) or src.startswith(("/", "#")):
+            return m.group(0)  # absolute, data: or an anchor: the viewer draws it (or not) as it is
+        local = (md.parent / urllib.parse.unquote(src.split("#")[0].split("?")[0])).resolve()
+        if not local.is_file():
+            return m.group(0)
+        at = logged.get(local)
+        if at is None:
+            at = posixpath.normpath(posixpath.join(folder, src))
+            if at.startswith(".."):  # outside the Markdown's folder in the run: beside it
+                at = posixpath.join(folder, local.name)
+            logged[local], extra[at] = at, local
+        query = urllib.parse.urlencode({"path": at, "run_uuid": run_id})
+        return f"![{m.group('alt')}]({scheme}:get-artifact?{query}{m.group('title') or ''})"
+
+    return _IMAGE.sub(point, text), extra
+
+
+def _parent_note(status: str, metrics: Mapping[str, float], report: tuple[str, str] | None) -> str:
+    """The parent run's description once it ends: status and counts, then the report's opening (its title and
+    first section, without images) and where the whole report is."""
+    counts = " · ".join(f"{k} {v:g}" for k, v in metrics.items())
+    lines = [f"**{status}**" + (f" — {counts}" if counts else "")]
+    if report:
+        head = re.split(r"\n## ", report[1], maxsplit=1)[0]
+        head = "\n".join(ln for ln in head.splitlines() if not _IMAGE.search(ln)).strip()
+        lines += ["", _clip(head, 3000), "", f"The whole report, with its figures: artifact `{report[0]}`."]
+    return _clip("\n".join(lines), _MAX_TAG_VAL)
+
+
+def _view_body(value: str | None) -> Any:
+    """A saved view's content without its timestamps (so an unchanged view is not rewritten every run)."""
+    try:
+        v = json.loads(value or "")
+        return (v.get("name"), v.get("state"))
+    except (ValueError, AttributeError):
+        return None
 
 
 def _tag_values(tags: Mapping) -> dict[str, str]:
