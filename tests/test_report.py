@@ -23,6 +23,9 @@ from scipy import stats
 
 from components import report as R
 from sragu_core.errors import ConfigError
+from sragu_core.methods import METHODS
+
+METHOD_NAMES = list(METHODS)
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -104,7 +107,7 @@ def test_summary_numbers_recomputed_from_parquet(built):
                                      ("class_3", "finetune", "finetune", 5)):
         v = ok[(ok["regime"] == regime) & (ok["method"] == method)]["kl_to_gold"].to_numpy(float)
         mean, lo, hi = _ci(v)
-        row = _line(_section(md, f"### digits / mlp / {regime}"), f"| {label} |")
+        row = _line(_section(_section(md, f"### digits / mlp / {regime}"), "#### All metrics"), f"| {label} |")
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[1] == str(n)
         assert cells[2] == f"{_f(mean)} [{_f(lo)}, {_f(hi)}]"  # kl_to_gold is the first metric column
@@ -437,3 +440,200 @@ def test_sequential_section_per_request_and_in_the_verdict(tmp_path):
     assert len(row) == 1 and math.isnan(row.iloc[0]["margin"])
     assert row.iloc[0]["mean_diff"] == pytest.approx(0.03 * (0.2 - 0.4), abs=1e-12)  # sragu − agu, exact per seed
     assert not (v[v["regime"] == "random_10pct"]["metric"] == "seq_avg_gap_max").any()
+
+
+# --------------------------------------------------------------------------------------------- headline table
+GOLD = {"gold_forget_acc": (0.40, 0.42, 0.44), "gold_retain_acc": (0.99, 0.99, 0.99),
+        "gold_test_acc": (0.90, 0.91, 0.92), "gold_mia_efficacy": (0.70, 0.72, 0.74)}
+# method: seeds, forget_acc, retain_acc, mia_efficacy, avg_gap, rte per seed. Built so that a wrong rule picks a
+# different "best": agu has the highest UA (wrong if UA were "higher is better"), retrain_indep sits exactly on the
+# gold's UA and original on its MIA-efficacy, lowest avg_gap and highest RTE (wrong if controls could win); salun
+# misses seed 2, so averaging the gold over rows instead of seeds moves the gold's mean.
+HAND = {
+    "retrain_indep": ((0, 1, 2), (0.42, 0.42, 0.42), (0.99, 0.99, 0.99), (0.62,) * 3, (0.01,) * 3, (1.0,) * 3),
+    "original": ((0, 1, 2), (1.0, 1.0, 1.0), (1.0, 1.0, 1.0), (0.72, 0.72, 0.72), (0.0,) * 3, (1000.0,) * 3),
+    "agu": ((0, 1, 2), (0.10, 0.12, 0.14), (0.95, 0.95, 0.95), (0.9, 0.9, 0.9), (0.2,) * 3, (5.0,) * 3),
+    "sragu": ((0, 1, 2), (0.50, 0.52, 0.54), (0.97, 0.97, 0.97), (0.75, 0.75, 0.75), (0.05,) * 3, (4.0,) * 3),
+    "salun": ((0, 1), (0.31, 0.35), (0.97, 0.97), (0.70, 0.70), (0.08,) * 2, (6.0,) * 2),
+    "finetune": ((0,), (0.9,), (0.96,), (0.5,), (0.3,), (3.0,)),
+}
+
+
+def hand_headline_rows(regime: str = "high_loss_10pct", family: str | None = "high_loss", gold: bool = True) -> list:
+    rows = []
+    for method, (seeds, fa, ra, me, gap, rte) in HAND.items():
+        for i, s in enumerate(seeds):
+            row = {"dataset": "d", "model": "m", "seed": s, "regime": regime, "method": method, "status": "ok",
+                   "forget_acc": fa[i], "retain_acc": ra[i], "test_acc": 0.9, "mia_efficacy": me[i],
+                   "avg_gap": gap[i], "rte": rte[i], "epochs_run": (3, 5, 4)[s],
+                   "stop_reason": ("max_iters", "param_change", "max_iters")[s]}
+            if family:
+                row["regime_family"] = family
+            if gold:
+                row.update({k: v[s] for k, v in GOLD.items()})
+            rows.append(row)
+    rows.append({**rows[-1], "seed": 5, "status": "failed", "forget_acc": 0.0})  # never counts
+    return rows
+
+
+def _cells_of(section: str, label: str) -> list[str]:
+    return [c.strip() for c in _line(section, f"| {label} |").strip("|").split("|")]
+
+
+def test_headline_numbers_gold_row_and_best_marks(tmp_path):
+    h = R.headline(hand_headline_rows()).set_index("method")
+    assert list(h.index) == [R.GOLD_ROW, *HAND]  # the gold first, then the methods as they appear
+    # UA = 1 − forget_acc per seed, then mean and t interval; the gold's from gold_forget_acc, one value per seed
+    ua = 1 - np.array(HAND["sragu"][1])
+    assert (h.loc["sragu", "UA_mean"], h.loc["sragu", "UA_lo"], h.loc["sragu", "UA_hi"]) == pytest.approx(_ci(ua))
+    gold_ua = 1 - np.array(GOLD["gold_forget_acc"])
+    assert h.loc[R.GOLD_ROW, "UA_mean"] == pytest.approx(0.58, abs=1e-12)  # per seed, not per row (0.5814)
+    assert (h.loc[R.GOLD_ROW, "UA_lo"], h.loc[R.GOLD_ROW, "UA_hi"]) == pytest.approx(_ci(gold_ua)[1:])
+    assert h.loc[R.GOLD_ROW, "MIA-efficacy_mean"] == pytest.approx(0.72)
+    assert h.loc[R.GOLD_ROW, "avg_gap_mean"] == 0 and h.loc[R.GOLD_ROW, "RTE_mean"] == 1  # by definition
+    assert h.loc[R.GOLD_ROW, "n"] == 3 and h.loc["salun", "n"] == 2 and h.loc["finetune", "UA_n"] == 1
+    best = {k: sorted(h.index[h[f"{k}_best"]]) for k in ("UA", "RA", "MIA-efficacy", "avg_gap", "RTE")}
+    assert best == {"UA": ["salun"],  # |0.67 − 0.58| = 0.09 beats sragu's 0.10; agu (0.88) is the highest
+                    "RA": ["salun", "sragu"],  # a tie at 0.97: both marked; original's 1.0 is a control
+                    "MIA-efficacy": ["salun"],  # 0.70 is 0.02 from 0.72; original sits on it but is a control
+                    "avg_gap": ["sragu"], "RTE": ["salun"]}
+    assert h.loc["agu", "UA_ref"] == pytest.approx(0.58) and h.loc["agu", "UA_ref_from"] == R.GOLD_ROW
+    assert (h.loc["sragu", "epochs_mean"], h.loc["sragu", "epochs_min"], h.loc["sragu", "epochs_max"]) == (4, 3, 5)
+    assert h.loc["sragu", "stop_reason"] == "max_iters ×2, param_change ×1"
+    assert h.loc["finetune", "stop_reason"] == "max_iters"
+
+    md = R.write_report(hand_headline_rows(), tmp_path, "headline").read_text(encoding="utf-8")
+    sec = _section(md, "#### Headline: d / m / high_loss_10pct")
+    head = [c.strip() for c in _line(sec, "| method |").strip("|").split("|")]
+    assert head == ["method", "n", "UA → gold", "RA ↑", "TA ↑", "MIA-efficacy → gold", "avg_gap ↓", "RTE ↑",
+                    "epochs run", "stop reason"]
+    gold = _cells_of(sec, R.GOLD_LABEL)
+    assert gold[2] == "{} [{}, {}]".format(*map(_f, _ci(gold_ua)))
+    assert gold[6:] == ["0 (by definition)", "1 (by definition)", "—", "—"]
+    salun = _cells_of(sec, "salun")
+    assert salun[2] == "**{} [{}, {}]**".format(*map(_f, _ci(1 - np.array(HAND["salun"][1]))))
+    assert salun[3].startswith("**0.97") and _cells_of(sec, "sragu")[3].startswith("**0.97")
+    assert not _cells_of(sec, "agu")[2].startswith("**") and not _cells_of(sec, "original")[6].startswith("**")
+    assert _cells_of(sec, "sragu")[8:] == ["4 (3–5)", "max_iters ×2, param_change ×1"]
+    fine = _cells_of(sec, "finetune")
+    assert fine[2] == f"{_f(1 - 0.9)} ({R.NO_INFERENCE})" and fine[8] == "3"
+    assert sum(R.NO_INFERENCE in c for c in fine) == 6  # every metric cell of the one-seed method
+    assert R.NO_INFERENCE not in "".join(salun)  # two seeds give an interval
+    # the headline comes before the table of every metric, inside the regime's section
+    regime = _section(md, "### d / m / high_loss_10pct")
+    assert regime.index("#### Headline: d / m / high_loss_10pct") < regime.index("#### All metrics")
+
+
+def test_headline_without_gold_columns_measures_against_retrain_indep(tmp_path):
+    h = R.headline(hand_headline_rows(gold=False)).set_index("method")
+    assert R.GOLD_ROW not in h.index
+    # retrain_indep's UA 0.58 and MIA-efficacy 0.62 are the stand-in references: sragu (UA 0.48, 0.10 away) loses
+    # to salun (0.67, 0.09 away); on MIA-efficacy salun's 0.70 (0.08 away) beats finetune's 0.5 and sragu's 0.75
+    assert h.loc["agu", "UA_ref_from"] == R.FLOOR_METHOD and h.loc["agu", "UA_ref"] == pytest.approx(0.58)
+    assert sorted(h.index[h["UA_best"]]) == ["salun"] and sorted(h.index[h["MIA-efficacy_best"]]) == ["salun"]
+    assert h.loc["agu", "RA_ref_from"] == "" and math.isnan(h.loc["agu", "RA_ref"])  # only "→ gold" columns
+    md = R.write_report(hand_headline_rows(gold=False), tmp_path, "no gold").read_text(encoding="utf-8")
+    sec = _section(md, "#### Headline: d / m / high_loss_10pct")
+    assert R.GOLD_LABEL not in sec and "UA (`gold_forget_acc`)" in sec and "stand-in for the gold" in sec
+    # no headline column at all (an old table): no headline, the regime's table as before
+    md_old = R.write_report(_cells("agu", [1.0, 2.0]), tmp_path / "old", "old").read_text(encoding="utf-8")
+    assert "#### Headline" not in md_old and "#### All metrics" not in md_old and "SalUn" not in md_old
+
+
+def test_readings_follow_the_regime(tmp_path):
+    rows = hand_headline_rows() + hand_headline_rows("class_3", "class")
+    md = R.write_report(rows, tmp_path, "readings").read_text(encoding="utf-8")
+    for rg, specific in (("high_loss_10pct", "atypical, ambiguous or mislabelled points, some θ0 never fitted"),
+                         ("class_3", "near 1, and here 1 is the target")):
+        sec = _section(md, f"#### Headline: d / m / {rg}")
+        bullets = [ln for ln in sec.splitlines() if ln.startswith("- **")]
+        assert [b.split("**")[1] for b in bullets] == ["UA", "RA", "TA", "MIA-efficacy", "avg_gap", "RTE"]
+        assert specific in sec
+        ua = _line(sec, "- **UA**")
+        assert "0: every forget point still classified as labelled; 1: none; 0.5: half" in ua
+    assert "here 1 is the target" not in _section(md, "#### Headline: d / m / high_loss_10pct")
+    assert "forgotten class's test points" in _line(_section(md, "#### Headline: d / m / class_3"), "- **TA**")
+    # mia_auc's reading names the regime's non-members and explains a value far below 0.5 where the gold shows it;
+    # a sequential regime reads as its one-request regime
+    rule = R.readings("high_loss", "high_loss_10pct", ["mia_auc"])[2]
+    assert "the test points θ0 ranks top by the same rule" in rule
+    assert "in 93% of (forget, non-member) pairs the forget point has the higher loss" in rule
+    assert "93%" not in R.readings("random", "random_10pct", ["mia_auc"])[2]
+    seq = R.readings("sequential", "mislabelled_5pct_seq3", ["mia_auc"])
+    assert "as `mislabelled`" in seq[0] and "random sample of D_test" in seq[2] and "the gold sits near 0" in seq[2]
+    assert "D_test's points of the same class(es)" in R.readings("class", "class_3", ["mia_auc"])[2]
+    one, every = (R.readings("duplicates", f"duplicates_5pct_{w}", ["UA"])[2] for w in ("one", "all"))
+    assert "twins stay in D_r" in one and "twins" not in every
+    assert "0.5: their losses cannot be told apart" in R.readings("", "some_new_regime", ["mia_auc"])[2]
+
+
+# --------------------------------------------------------------------------------------------- figures
+def _sweep_rows(fractions: tuple[float, ...]) -> list[dict]:
+    return [{"dataset": "d", "model": "m", "seed": s, "regime": f"random_{f}", "regime_family": "random",
+             "forget_fraction": f, "method": me, "status": "ok", "kl_to_gold": 0.1 * s + f, "test_acc_drop": 0.01,
+             "diverged": 0} for f in fractions for me in ("agu", "sragu") for s in range(3)]
+
+
+def test_sweep_figure_only_with_two_fractions(tmp_path):
+    md = R.write_report(_sweep_rows((0.1,)), tmp_path / "one", "t").read_text(encoding="utf-8")
+    sweep = _section(md, "## Deletion-size sweep (random regimes)")
+    assert _line(sweep, "No sweep figure") == ("No sweep figure for d / m: its random regimes have one forget fraction "
+                                               "(0.1); a curve needs at least two.")
+    assert "sweep" not in " ".join(p.name for p in (tmp_path / "one").glob("*.png"))
+    assert "| d | m | agu | 0.1 | 3 |" in sweep  # the table stays
+    md = R.write_report(_sweep_rows((0.1, 0.3)), tmp_path / "two", "t").read_text(encoding="utf-8")
+    pngs = [p.name for p in (tmp_path / "two").glob("*sweep*.png")]
+    assert len(pngs) == 1 and f"]({pngs[0]})" in md and "No sweep figure" not in md
+
+
+def test_method_colours_are_one_per_method_controls_grey(tmp_path):
+    from matplotlib.colors import to_hex
+
+    from components.report import plots
+
+    registered = [m for m in METHOD_NAMES if m not in R.CONTROLS]
+    assert set(plots._ORDER) == set(registered)  # the palette reads the registry's names off the package folder
+    colours = [R.method_colour(m) for m in registered]
+    assert len(set(colours)) == len(colours)  # every registered method its own colour
+    for c in R.CONTROLS:  # grey: r = g = b, and not a method's colour
+        h = R.method_colour(c)
+        assert h[1:3] == h[3:5] == h[5:7] and h not in colours
+    assert R.method_colour("not_registered") == R.method_colour("not_registered")
+    # a figure colours each method's dot by method, whatever the order, and the same method alike across figures
+    summ = R.summary(_cells("agu", [1.0, 2.0]) + _cells("original", [3.0, 4.0]) + _cells("sragu", [0.5, 0.7]))
+    dots = []
+    for order in (["agu", "original", "sragu"], ["sragu", "agu", "original"]):
+        rows = summ.set_index("method").loc[order].reset_index()
+        fig = plots.plot_regime(tmp_path / f"{order[0]}.png", "t", rows, order, None, ["kl_to_gold"])
+        dot = fig.axes[0].collections[-1]  # the means, drawn last
+        dots.append(dict(zip(order, (to_hex(c) for c in dot.get_facecolors()))))
+        assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == order
+    assert dots[0] == dots[1] == {m: R.method_colour(m) for m in ("agu", "original", "sragu")}
+    assert len(set(dots[0].values())) == 3
+
+
+SRAGU_TABLE = [{"name": "1", "kind": "linear", "shape": "256x784", "alpha": 2.4, "status": "ok", "omega": 1.3,
+                "omega_used": 1.3, "multiplier": 1.1},
+               {"name": "3", "kind": "linear", "shape": "256x256", "alpha": 9.5, "status": "ok", "omega": 0.3,
+                "omega_used": 0.3, "multiplier": 0.2},
+               {"name": "5", "kind": "linear", "shape": "10x256", "alpha": float("nan"), "status": "too_few_evals",
+                "omega": 0.8, "omega_used": 0.8, "multiplier": 0.7}]
+
+
+def test_alpha_omega_bars_named_by_layer_and_shape():
+    want = ["1: linear 256×784", "3: linear 256×256", "5: linear 10×256 *"]  # not 0, 1, 2; the α-less layer marked
+    assert R.alpha_omega_labels(SRAGU_TABLE) == want
+    fig = R.alpha_omega_figure(SRAGU_TABLE)
+    ax_a, ax_w = fig.axes
+    assert [t.get_text() for t in ax_w.get_xticklabels()] == want
+    assert [bool(b.get_hatch()) for b in ax_w.patches] == [False, False, True]  # the fallback ω is marked
+    assert [b.get_height() for b in ax_w.patches] == pytest.approx([1.1, 0.2, 0.7])  # the multiplier is drawn
+    assert "no α" in [t.get_text() for t in ax_a.texts] and "1 with no α" in fig.get_suptitle()
+    small = [{**SRAGU_TABLE[1], "status": "small_n"}]  # a finite α on too few eigenvalues is not reliable either
+    assert R.alpha_omega_labels(small) == ["3: linear 256×256 *"] and not R.alpha_reliable(small[0])
+    assert R.alpha_reliable({"alpha": 3.0}) and not R.alpha_reliable({"alpha": None})  # no status: finite α
+    # agu_layerwise's table has names and steps only: names, no α mark, and the figure says there is no α
+    layerwise = [{"name": "fc1", "omega_used": 1.0, "multiplier": 1.0}, {"name": "fc2", "omega_used": 0.5,
+                                                                        "multiplier": 0.5}]
+    assert R.alpha_omega_labels(layerwise) == ["fc1", "fc2"]
+    assert "no α in this table" in R.alpha_omega_figure(layerwise).get_suptitle()

@@ -5,16 +5,23 @@ from .markdown import (
     DAGGER,
     ENSEMBLE_HEADLINE,
     FLOOR_MARK,
+    GOLD_LABEL,
     KLOM_METRICS,
+    NO_INFERENCE,
     ULIRA_METRICS,
     fmt,
     fmt_ci,
+    readings,
     to_markdown_table,
     write_report,
 )
+from .plots import alpha_omega_figure, alpha_omega_labels, alpha_reliable, method_colour
 from .tables import (
+    CONTROLS,
     FLOOR_METHOD,
     GOLD_DISTANCES,
+    GOLD_ROW,
+    HEADLINE,
     PAIRED_METRICS,
     PLOT_METRICS,
     REPORT_METRICS,
@@ -22,6 +29,7 @@ from .tables import (
     deletion_sweep,
     ensemble_floor,
     family_means,
+    headline,
     noise_floor,
     paired_comparison,
     read_results,
@@ -36,9 +44,11 @@ from .verdict import (
     verdict_table,
 )
 
-__all__ = ["CONSOLE_METRICS", "summary_table", "DAGGER", "ENSEMBLE_HEADLINE", "FLOOR_MARK", "KLOM_METRICS",
-           "ULIRA_METRICS", "fmt", "fmt_ci", "to_markdown_table", "write_report",
-           "FLOOR_METHOD", "GOLD_DISTANCES", "PAIRED_METRICS", "PLOT_METRICS", "REPORT_METRICS", "SUMMARY_METRICS",
-           "deletion_sweep", "ensemble_floor", "family_means", "noise_floor", "paired_comparison", "read_results",
+__all__ = ["CONSOLE_METRICS", "summary_table", "DAGGER", "ENSEMBLE_HEADLINE", "FLOOR_MARK", "GOLD_LABEL",
+           "KLOM_METRICS", "NO_INFERENCE", "ULIRA_METRICS", "fmt", "fmt_ci", "readings", "to_markdown_table",
+           "write_report", "alpha_omega_figure", "alpha_omega_labels", "alpha_reliable", "method_colour",
+           "CONTROLS", "FLOOR_METHOD", "GOLD_DISTANCES", "GOLD_ROW", "HEADLINE", "PAIRED_METRICS", "PLOT_METRICS",
+           "REPORT_METRICS", "SUMMARY_METRICS", "deletion_sweep", "ensemble_floor", "family_means", "headline",
+           "noise_floor", "paired_comparison", "read_results",
            "summary", "VERDICT_AGAINST", "VERDICT_COLUMNS", "VERDICT_METRICS", "VERDICT_REFERENCE_METRICS",
            "paired_stats", "verdict_table"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,10 @@ from sragu_core.errors import ConfigError, check
 from sragu_core.evaluate import METRICS, metrics_in
 from sragu_core.metrics import mean_ci
 
-__all__ = ["REQUIRED", "CELL", "FLOOR_METHOD", "SUMMARY_METRICS", "PAIRED_METRICS", "PLOT_METRICS", "REPORT_METRICS",
-           "GOLD_DISTANCES", "summary", "noise_floor", "ensemble_floor", "family_means", "deletion_sweep",
-           "paired_comparison", "read_results", "direction"]
+__all__ = ["REQUIRED", "CELL", "FLOOR_METHOD", "CONTROLS", "GOLD_ROW", "HEADLINE", "HeadlineColumn", "SUMMARY_METRICS",
+           "PAIRED_METRICS", "PLOT_METRICS", "REPORT_METRICS", "GOLD_DISTANCES", "summary", "noise_floor",
+           "ensemble_floor", "family_means", "deletion_sweep", "headline", "paired_comparison", "read_results",
+           "direction"]
 
 REQUIRED = ("dataset", "model", "seed", "regime", "method", "status")
 CELL = ("dataset", "model", "regime", "method")
@@ -36,6 +38,8 @@ REPORT_METRICS = metrics_in("report")
 # and its value is the noise floor below which a method is indistinguishable from retraining.
 GOLD_DISTANCES = tuple(s.name for s in METRICS.values() if s.gold_distance)
 FLOOR_METHOD = "retrain_indep"
+# the controls: the no-op (θ0 itself) and an independent retrain. They are reference points, never "the best method".
+CONTROLS = ("original", FLOOR_METHOD)
 FLOOR_ENDS = ("lo", "mean", "hi")  # ``<m>_floor_<end>``: the reference ensemble's own band (docs/reference_metrics.md)
 _NAN = float("nan")
 
@@ -181,6 +185,127 @@ def deletion_sweep(df: pd.DataFrame | Iterable[Mapping]) -> pd.DataFrame:
     order = out.groupby(["dataset", "model", "method"], sort=False).ngroup()
     return out.assign(_o=order).sort_values(["_o", "forget_fraction"], kind="stable").drop(columns="_o") \
         .reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class HeadlineColumn:
+    """One column of the SalUn-style headline table: ``key`` (its name in ``headline``'s columns and the report),
+    the results column ``source`` it is computed from (``1 − source`` when ``complement``), and the gold's value:
+    the row's ``gold_<source>`` column, or ``gold_defined`` when the value is the gold's by definition."""
+
+    key: str
+    source: str
+    complement: bool = False
+    gold_defined: float | None = None
+
+    @property
+    def direction(self) -> str:
+        """The registered direction of ``source`` (``1 − x`` is closer to the gold exactly when x is)."""
+        return direction(self.source)
+
+
+# Fan et al. (SalUn, ICLR 2024), Table 1's columns, plus the benchmark's own loss attack: UA = 1 − forget accuracy,
+# RA, TA, MIA-efficacy, the Avg. Gap to the gold over the first four, and RTE = t_gold / t_method.
+HEADLINE = (HeadlineColumn("UA", "forget_acc", complement=True), HeadlineColumn("RA", "retain_acc"),
+            HeadlineColumn("TA", "test_acc"), HeadlineColumn("MIA-efficacy", "mia_efficacy"),
+            HeadlineColumn("mia_auc", "mia_auc"), HeadlineColumn("avg_gap", "avg_gap", gold_defined=0.0),
+            HeadlineColumn("RTE", "rte", gold_defined=1.0))
+GOLD_ROW = "gold"  # the headline table's row of the gold (retrained) model's own values
+_CLOSE = {"rtol": 1e-9, "atol": 1e-12}  # two means this close tie for "best"
+
+
+def _column_values(g: pd.DataFrame, col: HeadlineColumn, gold: bool) -> np.ndarray:
+    """A method's per-row values of ``col`` (gold: one value per seed, the seed's rows averaged; nan dropped)."""
+    if gold:
+        name = f"gold_{col.source}"
+        if name not in g:
+            return np.empty(0)
+        v = pd.to_numeric(g[name], errors="coerce").groupby(g["seed"]).mean().dropna().to_numpy(dtype=np.float64)
+    else:
+        v = _values(g, col.source)
+    return 1.0 - v if col.complement else v
+
+
+def _stop_reasons(g: pd.DataFrame) -> str:
+    """``"max_iters"`` when every seed stopped for one reason, else ``"max_iters ×3, param_change ×2"`` (most first)."""
+    if "stop_reason" not in g:
+        return ""
+    counts = g["stop_reason"].dropna().astype(str).value_counts(sort=False)
+    counts = counts.iloc[np.argsort(-counts.to_numpy(), kind="stable")]
+    if len(counts) == 1:
+        return str(counts.index[0])
+    return ", ".join(f"{reason} ×{n}" for reason, n in counts.items())
+
+
+def headline(df: pd.DataFrame | Iterable[Mapping], columns: Sequence[HeadlineColumn] = HEADLINE) -> pd.DataFrame:
+    """The SalUn-style headline table: per (dataset, model, regime) with ok rows, a ``GOLD_ROW`` row first (when the
+    table has any ``gold_<source>`` value there) and one row per method in order of appearance.
+
+    For each column k: ``k_mean, k_lo, k_hi`` (``mean_ci`` across seeds; ``1 − x`` per row for a complement),
+    ``k_n`` (values behind it: 1 means no interval) and ``k_best``. The gold row's values are its ``gold_<source>``
+    columns, one value per seed (a seed's rows averaged), or ``gold_defined`` (avg_gap 0, RTE 1) with no interval.
+    ``k_best`` marks the best method by the registered direction of ``source`` among the methods that are neither
+    ``CONTROLS`` nor the gold: the highest or lowest mean, or for a "closer to the gold" column the mean nearest the
+    reference ``k_ref`` (the same on every row of the regime): the gold row's mean, else ``retrain_indep``'s mean
+    (``k_ref_from`` says which; "" when neither exists, and then no cell is marked; nan and "" for the other
+    columns). Ties within rounding are all marked.
+    ``n`` counts the method's seeds (the gold's: seeds with a gold value); ``epochs_mean, epochs_min, epochs_max``
+    summarise ``epochs_run`` and ``stop_reason`` counts the ``stop_reason`` values (nan and "" for the gold, whose
+    trace is not in the rows)."""
+    d = _frame(df)
+    ok = d[d["status"] == "ok"]
+    out = []
+    for key, g in ok.groupby(["dataset", "model", "regime"], sort=False):
+        coords = dict(zip(("dataset", "model", "regime"), key))
+        rows = []
+        gold_vals = {c.key: _column_values(g, c, gold=True) for c in columns}
+        gold_cols = [f"gold_{c.source}" for c in columns if f"gold_{c.source}" in g]
+        gold_seeds = g.loc[g[gold_cols].apply(pd.to_numeric, errors="coerce").notna().any(axis=1), "seed"].nunique()
+        if gold_seeds:
+            row = {**coords, "method": GOLD_ROW, "n": int(gold_seeds)}
+            for c in columns:
+                if c.gold_defined is not None:
+                    row.update({f"{c.key}_mean": c.gold_defined, f"{c.key}_lo": _NAN, f"{c.key}_hi": _NAN,
+                                f"{c.key}_n": int(gold_seeds)})
+                else:
+                    row.update(_ci_cols(c.key, gold_vals[c.key]), **{f"{c.key}_n": int(gold_vals[c.key].size)})
+            rows.append({**row, "epochs_mean": _NAN, "epochs_min": _NAN, "epochs_max": _NAN, "stop_reason": ""})
+        for method, m in g.groupby("method", sort=False):
+            row = {**coords, "method": method, "n": int(m["seed"].nunique())}
+            for c in columns:
+                v = _column_values(m, c, gold=False)
+                row.update(_ci_cols(c.key, v), **{f"{c.key}_n": int(v.size)})
+            ep = _values(m, "epochs_run")
+            row.update(epochs_mean=float(ep.mean()) if ep.size else _NAN, epochs_min=float(ep.min()) if ep.size
+                       else _NAN, epochs_max=float(ep.max()) if ep.size else _NAN, stop_reason=_stop_reasons(m))
+            rows.append(row)
+        t = pd.DataFrame(rows)
+        for c in columns:
+            _mark_best(t, c)
+        out.append(t)
+    cols = ["dataset", "model", "regime", "method", "n",
+            *(f"{c.key}_{s}" for c in columns for s in ("mean", "lo", "hi", "n", "best", "ref", "ref_from")),
+            "epochs_mean", "epochs_min", "epochs_max", "stop_reason"]
+    return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
+
+
+def _mark_best(t: pd.DataFrame, c: HeadlineColumn) -> None:
+    """Fill ``<key>_best``, ``<key>_ref`` and ``<key>_ref_from`` of one regime's headline rows in place."""
+    mean = t[f"{c.key}_mean"].to_numpy(dtype=np.float64)
+    ref, ref_from = _NAN, ""
+    for source in (GOLD_ROW, FLOOR_METHOD) if c.direction == "closer_to_gold" else ():
+        hit = mean[(t["method"] == source).to_numpy()]  # the gold, else the independent retrain stands in for it
+        if hit.size and np.isfinite(hit[0]):
+            ref, ref_from = float(hit[0]), source
+            break
+    t[f"{c.key}_ref"], t[f"{c.key}_ref_from"] = ref, ref_from
+    score = {"lower": mean, "higher": -mean, "closer_to_gold": np.abs(mean - ref)}.get(c.direction)
+    best = np.zeros(len(t), dtype=bool)
+    if score is not None:  # an infinite mean (RTE of a method that took no measurable time) can be the best
+        eligible = ~t["method"].isin([*CONTROLS, GOLD_ROW]).to_numpy() & ~np.isnan(score)
+        if eligible.any():
+            best = eligible & np.isclose(score, np.min(score[eligible]), **_CLOSE)
+    t[f"{c.key}_best"] = best
 
 
 def paired_comparison(df: pd.DataFrame | Iterable[Mapping], a: str = "sragu", b: str = "agu",
