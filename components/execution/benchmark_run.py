@@ -1,5 +1,10 @@
 """One benchmark run: header → Ray fan-out → MLflow → consolidated Parquet → report.
 
+The terminal shows a short header (the grid's shape and size, where outputs go, where Ray runs; the full
+resolved config, code and package versions are saved to ``<run>/config.json`` and the MLflow parent run, not
+printed), then the progress of the cells and of the upstream tasks they wait on
+(:mod:`components.execution.progress`: bars on a terminal, a few lines in a log), then the summary table.
+
 Everything that can fail on bad input (config, data, device, store, tracking server, Ray address) is
 checked first by :func:`components.execution.preflight.preflight`, before a file is written or Ray starts.
 
@@ -16,6 +21,7 @@ rerun gives the same table with no duplicate rows.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -30,9 +36,10 @@ from ..io.leases import Leases
 from ..io.store import Store, is_corrupt, reason, rows_table
 from ..io.tracking import TrackedRun, alpha_omega_figure, redact
 from ..report import summary_table, write_report
-from .grid import Progress, init_ray, run_grid
+from .grid import init_ray, run_grid
 from .plan import Cell, code_hash, git_revision, plan_cells
 from .preflight import Prepared, package_versions
+from .progress import Progress
 from .tasks import alpha_omega_path, cell_path, read_cell
 
 __all__ = ["run_benchmark", "consolidate"]
@@ -57,28 +64,63 @@ def run_benchmark(p: Prepared, *, tuned: dict | None = None) -> tuple[int, Path]
     cells = plan_cells(p.resolved)
     tables = verified_cells(p.store, cells)
     todo = [c for c in cells if c.key not in tables]
-    ray_up = _Ray(p.resolved)
+    print(_header(p, cells, len(todo)), flush=True)
+    progress = Progress(total=len(cells), cached=len(tables))
+    progress.expect(todo)
+    if todo:
+        progress.start()  # the stages' totals with nothing done, at once: Ray takes seconds to start
+    ray_up = _Ray(p.resolved, progress.note)
     try:
         if todo:
             ray_up.start()  # a cluster that went away since preflight fails here, before any file
         with Leases(p.store, p.resolved.bench.ray.lease_ttl_s) as leases:
             mine = [c for c in todo if leases.claim(c.key)]
             others = [c for c in todo if c.key not in leases.held]
-            return _run(p, cells, tables, mine, others, leases, ray_up, tuned, t0)
+            if others:  # their upstream tasks are the other driver's (a takeover counts its cells again)
+                progress.expect(mine, replace=True)
+            return _run(p, cells, tables, mine, others, leases, ray_up, tuned, t0, progress)
     finally:
+        progress.close()
         ray_up.stop()
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _header(p: Prepared, cells: list[Cell], todo: int) -> str:
+    """What the run is and where it goes, in a few lines (the full config goes to ``<run>/config.json``)."""
+    bench = p.resolved.bench
+    shape = " × ".join(_count(len(v), k) for k, v in (("dataset", bench.datasets), ("model", bench.models),
+                                                       ("seed", bench.seeds), ("regime", bench.regimes),
+                                                       ("method", bench.methods)))
+    address = bench.ray.address or os.environ.get("RAY_ADDRESS", "").strip() or "local"
+    if not todo:
+        where = "not needed: every cell is in the store"
+    elif address == "local":
+        where = "a local instance of this run's own (127.0.0.1)"
+    else:
+        where = f"the cluster at {address}" + (" (the one `ray start` recorded)" if address == "auto" else "")
+    rows = [("runs", f"{p.out.resolve()}/{bench.name}-<time>/  (config.json: the full config and versions; "
+                     "results.parquet; report/)"),
+            ("store", p.store.uri),
+            ("mlflow", f"{redact(p.tracker.tracking_uri)}  (experiment {p.tracker.experiment})"),
+            ("ray", where),
+            ("code", f"{code_hash()}, git {git_revision()}")]
+    return "\n".join([f"{bench.name}: {shape} = {_count(len(cells), 'cell')}",
+                      *(f"  {k + ':':<8}{v}" for k, v in rows)])
 
 
 class _Ray:
     """Ray, started on first need (a run whose cells are all cached or computed elsewhere never starts it)."""
 
-    def __init__(self, resolved):
-        self.resolved, self.where = resolved, None
+    def __init__(self, resolved, say):
+        self.resolved, self.say, self.where = resolved, say, None
 
     def start(self) -> str:
         if self.where is None:
             self.where = init_ray(self.resolved)
-            print(f"ray: {self.where}", flush=True)
+            self.say(f"ray: {self.where}")
         return self.where
 
     def stop(self) -> None:
@@ -120,14 +162,14 @@ def _unique_dir(out: Path, name: str) -> Path:
 
 
 def _run(p: Prepared, cells: list[Cell], tables: dict[str, pa.Table], mine: list[Cell], others: list[Cell],
-         leases: Leases, ray_up: _Ray, tuned: dict | None, t0: float) -> tuple[int, Path]:
+         leases: Leases, ray_up: _Ray, tuned: dict | None, t0: float, progress: Progress) -> tuple[int, Path]:
     resolved, bench = p.resolved, p.resolved.bench
     code, rev = code_hash(), git_revision()
-    header = {"config": resolved.as_dict(), "code_version": code, "git_revision": rev,
+    config = {"config": resolved.as_dict(), "code_version": code, "git_revision": rev,
               "packages": package_versions(), "store": p.store.uri, "tracking_uri": redact(p.tracker.tracking_uri)}
-    print(json.dumps(header, indent=2), flush=True)
     run_dir = _unique_dir(p.out, bench.name)
-    (run_dir / "config.json").write_text(json.dumps(header, indent=2))
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+    progress.note(f"run: {run_dir}")
     tuned_methods = set((tuned or {}).get("methods", {}))
     tuned_seed = (tuned or {}).get("tuned_seed")
 
@@ -137,13 +179,13 @@ def _run(p: Prepared, cells: list[Cell], tables: dict[str, pa.Table], mine: list
 
     tags = {"benchmark": bench.name, "code_version": code, "git_revision": rev, "store": p.store.uri,
             "sragu.driver": leases.id}
-    with TrackedRun(p.tracker, run_dir.name, header, tags) as tracking:
+    with TrackedRun(p.tracker, run_dir.name, config, tags) as tracking:
         tracking.end_orphans(leases.alive)
         reconciled = _reconcile(p, resolved, cells, tables, tracking)
-        progress = Progress(total=len(cells), cached=len(tables))
-        print(f"{len(cells)} cells: {len(mine)} to run, {len(tables)} already in {p.store.uri}"
-              + (f", {len(others)} being computed by another run" if others else "")
-              + (f"; {reconciled} logged to MLflow from the store" if reconciled else ""), flush=True)
+        tracking.adopt_cells(list(tables))  # cells found in the store: under this run's parent, tagged cached
+        progress.note(f"{len(cells)} cells: {len(mine)} to run, {len(tables)} already in {p.store.uri}"
+                      + (f", {len(others)} being computed by another run" if others else "")
+                      + (f"; {reconciled} logged to MLflow from the store" if reconciled else ""))
 
         failed: dict[str, dict] = {}
 
@@ -160,6 +202,7 @@ def _run(p: Prepared, cells: list[Cell], tables: dict[str, pa.Table], mine: list
             run_grid(resolved, mine, p.store, p.datasets, extra, on_result, progress)
         if others:
             _wait_for_others(p, others, tables, failed, leases, ray_up, extra, on_result, progress)
+        progress.close()  # the final progress line, before the table and the report
 
         table, missing = consolidate(cells, tables, failed)
         table_key = f"tables/{bench.name}.parquet"
@@ -181,7 +224,7 @@ def _run(p: Prepared, cells: list[Cell], tables: dict[str, pa.Table], mine: list
         rows = table.to_pylist()
         ok = [r for r in rows if r.get("status") == "ok"]
         tracking.parent.artifacts = {"results.parquet": run_dir / "results.parquet", "report.md": report,
-                                     **{f"report/{f.name}": f for f in sorted((run_dir / "report").glob("*.png"))}}
+                                     "report": run_dir / "report"}
         tracking.parent.metrics = {"cells_ok": len(ok), "cells_failed": len(failed), "cells_cached": progress.cached,
                                    "cells_missing": len(missing)}
         tracking.parent.status = "FAILED" if failed or missing else "FINISHED"
@@ -195,7 +238,7 @@ def _run(p: Prepared, cells: list[Cell], tables: dict[str, pa.Table], mine: list
           f"{f', {len(missing)} missing' if missing else ''})\n"
           f"table:  {run_dir / 'results.parquet'}  (and {p.store.uri}/{table_key})\n"
           f"report: {report}\n"
-          f"mlflow: mlflow ui --backend-store-uri {redact(p.tracker.tracking_uri)}   (or: make mlflow-ui)")
+          f"mlflow: {tracking.ui_hint()}")
     for line in problems:
         print(f"incomplete: {line}", flush=True)
     return (1 if failed or missing or problems else 0), run_dir
@@ -251,8 +294,8 @@ def _wait_for_others(p: Prepared, others: list[Cell], tables: dict, failed: dict
     stall = resolved.bench.ray.stall_timeout_s
     waiting = {c.key: c for c in others}
     owners = sorted({o for c in others if (o := leases.owner(c.key))})
-    print(f"waiting for {len(waiting)} cell(s) another run is computing ({', '.join(owners) or 'driver gone'})",
-          flush=True)
+    progress.note(f"waiting for {len(waiting)} cell(s) another run is computing "
+                  f"({', '.join(owners) or 'driver gone'})")
     last = time.monotonic()
     while waiting:
         takeover = []
@@ -270,14 +313,14 @@ def _wait_for_others(p: Prepared, others: list[Cell], tables: dict, failed: dict
                     p.store.quarantine(cell_path(key), reason(e))
         if takeover:
             ray_up.start()
-            print(f"taking over {len(takeover)} cell(s) whose run is gone", flush=True)
+            progress.note(f"taking over {len(takeover)} cell(s) whose run is gone")
             run_grid(resolved, takeover, p.store, p.datasets, extra, on_result, progress)
             last = time.monotonic()
             continue
         if waiting and stall and time.monotonic() - last > stall:
             why = (f"stalled: no cell computed by another run appeared in {stall:.0f} s "
                    f"(ray.stall_timeout_s={stall:g})")
-            print(why, flush=True)
+            progress.note(why)
             for c in waiting.values():
                 on_result(c, {"row": {**c.coords(), **extra(c), "status": "failed", "error": why},
                               "alpha_omega": None, "epoch_trace": []})

@@ -11,7 +11,8 @@ that still fails comes back as a ``status="failed"`` row carrying its error.
 Where it runs (:func:`init_ray`): the cluster ``ray.address`` or RAY_ADDRESS names, checked first (form,
 a 3 s TCP probe: :func:`ray_address`, also run by preflight); otherwise a local instance of the run's own,
 on 127.0.0.1 only, never a cluster an earlier ``ray start`` recorded under Ray's temp dir.  While the grid
-runs, the status line's "running" follows the cluster's alive CPUs, and when no cell finishes for
+runs, the progress display (:mod:`components.execution.progress`) counts the upstream tasks as they finish (a
+look each tick, never a wait) and its "running" follows the cluster's alive CPUs; when no cell finishes for
 ``ray.stall_timeout_s`` seconds the cells left become failed ``stalled: ...`` rows (:func:`run_grid`).
 """
 
@@ -19,11 +20,9 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import ray
 
@@ -32,6 +31,7 @@ from sragu_core.errors import ConfigError
 from ..config import RayConfig, Resolved, TaskResources
 from ..io.store import Store
 from .plan import Cell
+from .progress import STAGES, Progress
 from .tasks import cell_task, ensemble_task, forget_task, gold_task, original_task, sequence_task, shadow_task
 
 __all__ = ["FORWARDED_ENV", "Progress", "Upstream", "init_ray", "ray_address", "run_grid"]
@@ -45,6 +45,7 @@ TASK_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREAD
 # a Kubernetes Secret), see infra/README.md.
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
                  "SRAGU_DATA_DIR")
+_STAGE = {attr: stage for stage, attr in STAGES.items()}  # Cell attribute → the progress stage counting it
 _TICK_S = 2.0  # how often run_grid wakes up without a result: refresh the slots, check for a stall
 
 
@@ -149,38 +150,6 @@ def init_ray(resolved: Resolved) -> str:
     return f"local ({_cpus():g} CPUs, {node.node_ip_address}, session {node.get_session_dir_path()})"
 
 
-@dataclass
-class Progress:
-    """One status line: cells done/total, running, queued, failed, cached, elapsed and ETA.
-
-    ``in_flight`` cells have been submitted and not finished; of those at most ``slots`` (the CPUs of the
-    cluster's alive nodes divided by a cell's ``num_cpus``, recomputed as the grid runs, 0 when no CPU is
-    left) can be running at once, the rest wait in Ray's queue.
-    """
-
-    total: int
-    cached: int = 0
-    done: int = 0
-    failed: int = 0
-    in_flight: int = 0
-    slots: int = 1
-    t0: float = field(default_factory=time.monotonic)
-    stream: object = sys.stdout
-
-    def line(self) -> str:
-        elapsed = time.monotonic() - self.t0
-        todo = self.total - self.cached
-        finished = self.done + self.failed
-        eta = elapsed / finished * (todo - finished) if finished else float("nan")
-        fmt = lambda s: "--:--" if s != s else f"{int(s // 60):02d}:{int(s % 60):02d}"
-        running = min(self.in_flight, self.slots)
-        return (f"cells {self.cached + finished}/{self.total} | running {running} | queued {self.in_flight - running}"
-                f" | failed {self.failed} | cached {self.cached} | elapsed {fmt(elapsed)} | eta {fmt(eta)}")
-
-    def show(self) -> None:
-        print(self.line(), file=self.stream, flush=True)
-
-
 def _opts(res: TaskResources, retries: int) -> dict:
     o = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, "max_retries": retries, "retry_exceptions": True}
     if res.memory_mb:
@@ -210,20 +179,36 @@ class Upstream:
         self.bench = ray.put(resolved.bench)
         self.datasets = {n: ray.put(ds) for n, ds in datasets.items() if any(c.dataset == n for c in cells)}
         self._refs: dict[str, ray.ObjectRef] = {}
+        self._pending: dict[ray.ObjectRef, tuple[str, str]] = {}  # submitted, not seen finished: (stage, key)
+
+    def _submit(self, stage: str, key: str, ref: ray.ObjectRef) -> ray.ObjectRef:
+        self._refs[key] = ref
+        self._pending[ref] = (stage, key)
+        return ref
+
+    def finished(self, timeout: float = 0.0) -> list[tuple[str, str]]:
+        """``(stage, key)`` of the upstream tasks finished (ok or failed) since the last call.  Waits at most
+        ``timeout`` seconds for all of them (0: only looks); the objects stay where they are."""
+        if not self._pending:
+            return []
+        ready, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=timeout, fetch_local=False)
+        return [self._pending.pop(r) for r in ready]
 
     def __call__(self, c: Cell) -> tuple:
         """(dataset, original, forget set, gold) refs for cell ``c``, submitting what is missing."""
         ds, refs = self.datasets[c.dataset], self._refs
         o = refs.get(c.original.key)
         if o is None:
-            o = refs[c.original.key] = self._original.remote(self.store, c.original, ds, self.bench)
+            o = self._submit(_STAGE["original"], c.original.key,
+                             self._original.remote(self.store, c.original, ds, self.bench))
         f = refs.get(c.forget_set.key)
         if f is None:
             scored_by = o if c.forget_set.original is not None else None  # regimes that score with θ0
-            f = refs[c.forget_set.key] = self._forget.remote(self.store, c.forget_set, ds, self.bench, scored_by)
+            f = self._submit(_STAGE["forget_set"], c.forget_set.key,
+                             self._forget.remote(self.store, c.forget_set, ds, self.bench, scored_by))
         g = refs.get(c.gold.key)
         if g is None:
-            g = refs[c.gold.key] = self._gold.remote(self.store, c.gold, ds, self.bench, o, f)
+            g = self._submit(_STAGE["gold"], c.gold.key, self._gold.remote(self.store, c.gold, ds, self.bench, o, f))
         return ds, o, f, g
 
     def references(self, c: Cell) -> tuple:
@@ -235,23 +220,27 @@ class Upstream:
             q = refs.get(c.sequence.key)
             if q is None:
                 f = refs[c.forget_set.key]
-                q = refs[c.sequence.key] = self._sequence.remote(self.store, c.sequence, ds, self.bench, f)
+                q = self._submit(_STAGE["sequence"], c.sequence.key,
+                                 self._sequence.remote(self.store, c.sequence, ds, self.bench, f))
         if c.ensemble is not None:
             e = refs.get(c.ensemble.key)
             if e is None:
                 f = refs[c.forget_set.key]
-                e = refs[c.ensemble.key] = self._ensemble.remote(self.store, c.ensemble, ds, self.bench, f)
+                e = self._submit(_STAGE["ensemble"], c.ensemble.key,
+                                 self._ensemble.remote(self.store, c.ensemble, ds, self.bench, f))
         if c.shadow is not None:
             s = refs.get(c.shadow.key)
             if s is None:
-                s = refs[c.shadow.key] = self._shadow.remote(self.store, c.shadow, ds, self.bench)
+                s = self._submit(_STAGE["shadow"], c.shadow.key,
+                                 self._shadow.remote(self.store, c.shadow, ds, self.bench))
         return e, s, q
 
 
 def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict,
              extra: Callable[[Cell], dict], on_result: Callable[[Cell, dict], None],
              progress: Progress) -> list[dict]:
-    """Run ``cells`` on the connected Ray cluster; calls ``on_result(cell, result)`` as each finishes.
+    """Run ``cells`` on the connected Ray cluster; calls ``on_result(cell, result)`` as each finishes, and
+    keeps ``progress`` (cells and the upstream stages) current.
 
     ``extra(cell)`` gives columns the driver adds to that cell's row (code version, tuning marks).  When no
     cell finishes (ok or failed) for ``ray.stall_timeout_s`` seconds (0: wait forever), say a cluster that
@@ -262,6 +251,8 @@ def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict
     cfg = resolved.bench.ray
     r_cell = ray.remote(cell_task).options(**_opts(cfg.cell, cfg.max_retries))
     upstream = Upstream(resolved, store, datasets, cells)
+    progress.expect(cells)
+    progress.begin()
     progress.slots = _slots(cfg.cell.num_cpus, progress.slots)
     queue = list(cells)
     inflight: dict[ray.ObjectRef, Cell] = {}
@@ -277,15 +268,18 @@ def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict
         progress.in_flight = len(inflight)
         timeout = _TICK_S if not stall else max(0.0, min(_TICK_S, last + stall - time.monotonic()))
         done, _ = ray.wait(list(inflight), num_returns=1, timeout=timeout)
+        for stage, key in upstream.finished():  # a look, not a wait: the cells' wait above sets the pace
+            progress.stage_done(stage, key)
         slots = _slots(cfg.cell.num_cpus, progress.slots)
-        if slots != progress.slots:  # a node joined or was lost: the status line says so
+        if slots != progress.slots:  # a node joined or was lost: the status line says so, in a log too
             progress.slots = slots
             if not done:
-                progress.show()
+                progress.show(force=True)
         if not done:
             if stall and time.monotonic() - last >= stall:
                 rows += _stalled(cfg, inflight, queue, extra, on_result, progress)
                 break
+            progress.show()  # elapsed and stage counts (off a terminal: only when a line is due)
             continue
         for ref in done:
             c = inflight.pop(ref)
@@ -300,6 +294,9 @@ def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict
             on_result(c, result)
             progress.show()
         last = time.monotonic()
+    else:  # every cell finished, so every task it consumed did: collect the last of them (no waiting, in practice)
+        for stage, key in upstream.finished(timeout=_TICK_S):
+            progress.stage_done(stage, key)
     return rows
 
 
@@ -333,7 +330,7 @@ def _stalled(cfg: RayConfig, inflight: dict, queue: list[Cell], extra: Callable[
     queue.clear()
     why = (f"stalled: no cell finished in {cfg.stall_timeout_s:g} s (ray.stall_timeout_s={cfg.stall_timeout_s:g}); "
            f"the cluster has {cpus} CPUs, a cell needs {cfg.cell.num_cpus:g}")
-    print(f"{why}; {len(left)} cell{'s' if len(left) != 1 else ''} not run", file=progress.stream, flush=True)
+    progress.note(f"{why}; {len(left)} cell{'s' if len(left) != 1 else ''} not run")
     progress.in_flight = 0
     rows = []
     for c in left:
