@@ -137,6 +137,11 @@ def test_agu_layerwise_empty_vector_is_agu_and_vector_is_per_layer(tiny):
     r = run_method("agu_layerwise", model, data, AGULayerwiseConfig(**COMMON, layer_steps=(0.2, 1.0)), seed=2)
     mult = r.trace.extras["layer_multipliers"]
     assert mult["3"] == pytest.approx(mult["5"]) == pytest.approx(5 * mult["1"])
+    # its α/ω records name and shape each layer like SRAGU's, so the report's bars carry the same labels
+    table = r.trace.extras["alpha_omega"]
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(t["name"], t["kind"], t["shape"]) for t in table] == \
+        [(n, "linear", list(m.weight.shape)) for n, m in zip(("1", "3", "5"), linears, strict=True)]
     with pytest.raises(ConfigError, match="layer_steps"):
         AGULayerwiseConfig(layer_steps=(0.5, -1.0))
 

@@ -45,12 +45,15 @@ def agu_layerwise(model: nn.Module, data: UnlearnData, cfg: AGULayerwiseConfig, 
                   on_epoch=None) -> MethodResult:
     device = next(model.parameters()).device
     s_hat = normalise_global_max(forget_sensitivity(model, data.forget, batch_size=cfg.batch_size, device=device))
-    names = [n for n, _ in spectral_layers(model)]
+    layers = spectral_layers(model)
+    names = [n for n, _ in layers]
     steps = cfg.layer_steps or (1.0,)
     weights = {n: float(steps[min(i, len(steps) - 1)]) for i, n in enumerate(names)}
     scale, multipliers = scale_by_layer(s_hat, param_layers(model), weights, steps[0], cfg.renorm)
     trace = scaled_ascent(model, data, cfg, seed=seed, scale=scale, on_epoch=on_epoch)
     trace.extras["layer_multipliers"] = multipliers
-    trace.extras["alpha_omega"] = [{"name": n, "omega_used": weights[n], "multiplier": multipliers[n]}
-                                   for n in names]
+    # named and shaped like SRAGU's α table, so the report labels the same layers the same way (no α here)
+    trace.extras["alpha_omega"] = [{"name": n, "kind": "conv2d" if m.weight.ndim == 4 else "linear",
+                                    "shape": list(m.weight.shape), "omega_used": weights[n],
+                                    "multiplier": multipliers[n]} for n, m in layers]
     return MethodResult(model, trace)
