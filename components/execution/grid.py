@@ -181,9 +181,13 @@ class Upstream:
         self._refs: dict[str, ray.ObjectRef] = {}
         self._pending: dict[ray.ObjectRef, tuple[str, str]] = {}  # submitted, not seen finished: (stage, key)
 
-    def _submit(self, stage: str, key: str, ref: ray.ObjectRef) -> ray.ObjectRef:
-        self._refs[key] = ref
-        self._pending[ref] = (stage, key)
+    def _once(self, attr: str, key: str, submit: Callable[[], ray.ObjectRef]) -> ray.ObjectRef:
+        """The ref of artifact ``key`` (the Cell attribute ``attr`` names its progress stage), calling ``submit()``
+        (a ``.remote(...)``) only the first time it is asked for."""
+        ref = self._refs.get(key)
+        if ref is None:
+            ref = self._refs[key] = submit()
+            self._pending[ref] = (_STAGE[attr], key)
         return ref
 
     def finished(self, timeout: float = 0.0) -> list[tuple[str, str]]:
@@ -196,43 +200,28 @@ class Upstream:
 
     def __call__(self, c: Cell) -> tuple:
         """(dataset, original, forget set, gold) refs for cell ``c``, submitting what is missing."""
-        ds, refs = self.datasets[c.dataset], self._refs
-        o = refs.get(c.original.key)
-        if o is None:
-            o = self._submit(_STAGE["original"], c.original.key,
-                             self._original.remote(self.store, c.original, ds, self.bench))
-        f = refs.get(c.forget_set.key)
-        if f is None:
-            scored_by = o if c.forget_set.original is not None else None  # regimes that score with θ0
-            f = self._submit(_STAGE["forget_set"], c.forget_set.key,
-                             self._forget.remote(self.store, c.forget_set, ds, self.bench, scored_by))
-        g = refs.get(c.gold.key)
-        if g is None:
-            g = self._submit(_STAGE["gold"], c.gold.key, self._gold.remote(self.store, c.gold, ds, self.bench, o, f))
+        ds = self.datasets[c.dataset]
+        o = self._once("original", c.original.key,
+                       lambda: self._original.remote(self.store, c.original, ds, self.bench))
+        scored_by = o if c.forget_set.original is not None else None  # regimes that score with θ0
+        f = self._once("forget_set", c.forget_set.key,
+                       lambda: self._forget.remote(self.store, c.forget_set, ds, self.bench, scored_by))
+        g = self._once("gold", c.gold.key, lambda: self._gold.remote(self.store, c.gold, ds, self.bench, o, f))
         return ds, o, f, g
 
     def references(self, c: Cell) -> tuple:
         """(gold ensemble, shadow originals, per-request retrains) refs for cell ``c`` (None where ``gold.k`` /
         ``shadow.n`` is 0, or the regime is one request)."""
-        ds, refs = self.datasets[c.dataset], self._refs
+        ds, f = self.datasets[c.dataset], self._refs[c.forget_set.key]
         e = s = q = None
         if c.sequence is not None:
-            q = refs.get(c.sequence.key)
-            if q is None:
-                f = refs[c.forget_set.key]
-                q = self._submit(_STAGE["sequence"], c.sequence.key,
-                                 self._sequence.remote(self.store, c.sequence, ds, self.bench, f))
+            q = self._once("sequence", c.sequence.key,
+                           lambda: self._sequence.remote(self.store, c.sequence, ds, self.bench, f))
         if c.ensemble is not None:
-            e = refs.get(c.ensemble.key)
-            if e is None:
-                f = refs[c.forget_set.key]
-                e = self._submit(_STAGE["ensemble"], c.ensemble.key,
-                                 self._ensemble.remote(self.store, c.ensemble, ds, self.bench, f))
+            e = self._once("ensemble", c.ensemble.key,
+                           lambda: self._ensemble.remote(self.store, c.ensemble, ds, self.bench, f))
         if c.shadow is not None:
-            s = refs.get(c.shadow.key)
-            if s is None:
-                s = self._submit(_STAGE["shadow"], c.shadow.key,
-                                 self._shadow.remote(self.store, c.shadow, ds, self.bench))
+            s = self._once("shadow", c.shadow.key, lambda: self._shadow.remote(self.store, c.shadow, ds, self.bench))
         return e, s, q
 
 

@@ -85,6 +85,17 @@ def cached(store: Store, path: str, load: Callable[[str], T], verify: Callable[[
         return None
 
 
+def _torch_artifact(store: Store, path: str, kind, verify: Callable, build: Callable[[], T]) -> T:
+    """The artifact of class ``kind`` at ``path``: read back and verified (``verify``) when the store has it,
+    else ``build()`` and stored (``torch.save`` of tensors and plain containers, read with ``weights_only``)."""
+    hit = cached(store, path, lambda p: kind.from_store(store.get_torch(p)), verify)
+    if hit is not None:
+        return hit
+    out = build()
+    store.put_torch(path, out.to_store())
+    return out
+
+
 def _threads() -> None:
     # one BLAS/torch thread per task (docs/design.md §9); Ray gives each task its own CPU(s)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -93,17 +104,16 @@ def _threads() -> None:
 def original_task(store: Store, spec: OriginalSpec, ds: DatasetSplits, bench: BenchmarkConfig) -> OriginalModel:
     """θ0 for (dataset, model, seed)."""
     _threads()
-    path = f"artifacts/originals/{spec.key}.pt"
-    hit = cached(store, path, lambda p: OriginalModel.from_store(store.get_torch(p)),
-                 lambda o: _expect(spec.key, o.key, "original"))
-    if hit is not None:
-        return hit
-    ds = prepared(ds, spec.alter, spec.seed)
-    model, facts, summary = train_original(ds, spec.model, bench, seed=spec.seed, device=pick_device(bench.device))
-    out = OriginalModel(spec.key, model.state_dict(), facts, summary["train_time_s"], summary["train_loss"],
-                        spec.inputs)
-    store.put_torch(path, out.to_store())
-    return out
+
+    def train() -> OriginalModel:
+        data = prepared(ds, spec.alter, spec.seed)
+        model, facts, summary = train_original(data, spec.model, bench, seed=spec.seed,
+                                               device=pick_device(bench.device))
+        return OriginalModel(spec.key, model.state_dict(), facts, summary["train_time_s"], summary["train_loss"],
+                             spec.inputs)
+
+    return _torch_artifact(store, f"artifacts/originals/{spec.key}.pt", OriginalModel,
+                           lambda o: _expect(spec.key, o.key, "original"), train)
 
 
 def forget_task(store: Store, spec: ForgetSpec, ds: DatasetSplits, bench: BenchmarkConfig,
@@ -133,77 +143,70 @@ def gold_task(store: Store, spec: GoldSpec, ds: DatasetSplits, bench: BenchmarkC
               forget: ForgetArtifact) -> GoldModel:
     """The gold (retrained on D_r with θ0's recipe), its predictions and its own metric values."""
     _threads()
-    path = f"artifacts/gold/{spec.key}.pt"
-    hit = cached(store, path, lambda p: GoldModel.from_store(store.get_torch(p)),
-                 lambda g: (_expect(spec.key, g.key, "gold"), _expect(forget.key, g.forget_key, "gold's forget set")))
-    if hit is not None:
-        return hit
-    device = pick_device(bench.device)
-    ds = prepared(ds, spec.original.alter, spec.original.seed)
-    inputs = cell_inputs(ds, forget.forget, spec.forget.config)
-    # the gold reinitialises from spec.seed: θ0's own seed (gold.init=shared) or an independent one
-    model, summary = run_unlearning(GOLD, spec.config, build(bench, spec.original.model, ds, original.state),
-                                    inputs, seed=spec.seed, device=device)
-    reference = gold_reference(model.to(device), inputs.splits, device=device, seed=spec.original.seed)
-    out = GoldModel(spec.key, forget.key, model.cpu().state_dict(), reference, summary["method_time_s"])
-    store.put_torch(path, out.to_store())
-    return out
+
+    def retrain() -> GoldModel:
+        device = pick_device(bench.device)
+        data = prepared(ds, spec.original.alter, spec.original.seed)
+        inputs = cell_inputs(data, forget.forget, spec.forget.config)
+        # the gold reinitialises from spec.seed: θ0's own seed (gold.init=shared) or an independent one
+        model, summary = run_unlearning(GOLD, spec.config, build(bench, spec.original.model, data, original.state),
+                                        inputs, seed=spec.seed, device=device)
+        reference = gold_reference(model.to(device), inputs.splits, device=device, seed=spec.original.seed)
+        return GoldModel(spec.key, forget.key, model.cpu().state_dict(), reference, summary["method_time_s"])
+
+    return _torch_artifact(store, f"artifacts/gold/{spec.key}.pt", GoldModel,
+                           lambda g: (_expect(spec.key, g.key, "gold"),
+                                      _expect(forget.key, g.forget_key, "gold's forget set")), retrain)
 
 
 def ensemble_task(store: Store, spec: EnsembleSpec, ds: DatasetSplits, bench: BenchmarkConfig,
                   forget: ForgetArtifact) -> GoldEnsemble:
     """``gold.k`` independent retrains of one forget set, trained together: their references and noise band."""
     _threads()
-    path = f"artifacts/gold_ensemble/{spec.key}.pt"
-    hit = cached(store, path, lambda p: GoldEnsemble.from_store(store.get_torch(p)),
-                 lambda e: (_expect(spec.key, e.key, "gold ensemble"),
-                            _expect(forget.key, e.forget_key, "gold ensemble's forget set")))
-    if hit is not None:
-        return hit
-    ds = prepared(ds, spec.original.alter, spec.original.seed)
-    inputs = cell_inputs(ds, forget.forget, spec.forget.config)
-    fields = train_gold_ensemble(bench, spec.original.model, ds, inputs, spec.config, spec.seeds,
-                                 seed=spec.original.seed, device=pick_device(bench.device))
-    out = GoldEnsemble(spec.key, forget.key, **fields)
-    store.put_torch(path, out.to_store())
-    return out
+
+    def train() -> GoldEnsemble:
+        data = prepared(ds, spec.original.alter, spec.original.seed)
+        inputs = cell_inputs(data, forget.forget, spec.forget.config)
+        fields = train_gold_ensemble(bench, spec.original.model, data, inputs, spec.config, spec.seeds,
+                                     seed=spec.original.seed, device=pick_device(bench.device))
+        return GoldEnsemble(spec.key, forget.key, **fields)
+
+    return _torch_artifact(store, f"artifacts/gold_ensemble/{spec.key}.pt", GoldEnsemble,
+                           lambda e: (_expect(spec.key, e.key, "gold ensemble"),
+                                      _expect(forget.key, e.forget_key, "gold ensemble's forget set")), train)
 
 
 def shadow_task(store: Store, spec: ShadowSpec, ds: DatasetSplits, bench: BenchmarkConfig) -> Shadows:
     """``shadow.n - 1`` more originals beside θ0 (its data and recipe, their own seeds), trained together."""
     _threads()
-    path = f"artifacts/shadows/{spec.key}.pt"
-    hit = cached(store, path, lambda p: Shadows.from_store(store.get_torch(p)),
-                 lambda s: (_expect(spec.key, s.key, "shadow originals"),
-                            _expect(spec.original.key, s.original_key, "shadows' original")))
-    if hit is not None:
-        return hit
     o = spec.original
-    ds = prepared(ds, o.alter, o.seed)
-    states, time_s = train_shadows(bench, o.model, ds, ds.train, bench.train_for(o.model), spec.seeds,
-                                   device=pick_device(bench.device))
-    out = Shadows(spec.key, o.key, tuple(states), time_s)
-    store.put_torch(path, out.to_store())
-    return out
+
+    def train() -> Shadows:
+        data = prepared(ds, o.alter, o.seed)
+        states, time_s = train_shadows(bench, o.model, data, data.train, bench.train_for(o.model), spec.seeds,
+                                       device=pick_device(bench.device))
+        return Shadows(spec.key, o.key, tuple(states), time_s)
+
+    return _torch_artifact(store, f"artifacts/shadows/{spec.key}.pt", Shadows,
+                           lambda s: (_expect(spec.key, s.key, "shadow originals"),
+                                      _expect(o.key, s.original_key, "shadows' original")), train)
 
 
 def sequence_task(store: Store, spec: SequenceSpec, ds: DatasetSplits, bench: BenchmarkConfig,
                   forget: ForgetArtifact) -> StepGolds:
     """A sequential regime's requests and the retrain after each (:mod:`.sequential`)."""
     _threads()
-    path = f"artifacts/step_golds/{spec.key}.pt"
-    hit = cached(store, path, lambda p: StepGolds.from_store(store.get_torch(p)),
-                 lambda q: (_expect(spec.key, q.key, "per-request retrains"),
-                            _expect(forget.key, q.forget_key, "per-request retrains' forget set")))
-    if hit is not None:
-        return hit
-    ds = prepared(ds, spec.original.alter, spec.original.seed)
-    fields = train_step_golds(bench, spec.original.model, ds, forget.forget, spec.forget.config, spec.config,
-                              gold_seed=spec.gold_seed, steps=spec.steps, seed=spec.seed,
-                              device=pick_device(bench.device))
-    out = StepGolds(spec.key, forget.key, **fields)
-    store.put_torch(path, out.to_store())
-    return out
+
+    def train() -> StepGolds:
+        data = prepared(ds, spec.original.alter, spec.original.seed)
+        fields = train_step_golds(bench, spec.original.model, data, forget.forget, spec.forget.config, spec.config,
+                                  gold_seed=spec.gold_seed, steps=spec.steps, seed=spec.seed,
+                                  device=pick_device(bench.device))
+        return StepGolds(spec.key, forget.key, **fields)
+
+    return _torch_artifact(store, f"artifacts/step_golds/{spec.key}.pt", StepGolds,
+                           lambda q: (_expect(spec.key, q.key, "per-request retrains"),
+                                      _expect(forget.key, q.forget_key, "per-request retrains' forget set")), train)
 
 
 def cell_task(store: Store, cell: Cell, ds: DatasetSplits, bench: BenchmarkConfig, original: OriginalModel,
