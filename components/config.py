@@ -259,7 +259,8 @@ def resolve_config(bench: BenchmarkConfig, overrides: dict[str, str] | None = No
     """A benchmark + dotted overrides → validated :class:`Resolved`; raises ConfigError on any bad key/value.
 
     ``<method>.<field>`` keys go to that method's config; every other key to the benchmark.  Keys that would
-    be silently ignored are refused: ``train.epochs`` (``epochs.<model>`` decides) and a gold retrain's
+    be silently ignored are refused: ``model.name`` (``models`` decides), ``train.epochs`` (``epochs.<model>``
+    decides) and a gold retrain's
     recipe fields (it always uses the original's recipe, ``train.*``).
     """
     bench_updates, method_updates = {}, {}
@@ -272,6 +273,9 @@ def resolve_config(bench: BenchmarkConfig, overrides: dict[str, str] | None = No
             if METHODS[head].retrains and rest in recipe:
                 raise ConfigError(key, value, "train.* instead: gold retraining always uses the original's recipe")
             method_updates.setdefault(head, {})[rest] = value
+        elif key == "model.name":  # the grid builds every entry of `models`; model.name would be ignored
+            raise ConfigError(key, value, f"models=[{value}] instead: the grid's models come from `models` "
+                                          f"(one or more of {MODELS.names()})")
         elif key == "train.epochs":
             epochs = [f"epochs.{f.name}" for f in dataclasses.fields(EpochsConfig)]
             raise ConfigError(key, value, f"epochs.<model> instead, one of {epochs}: the epochs are per architecture")

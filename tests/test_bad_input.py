@@ -169,6 +169,7 @@ ROWS = [
         ["regimes=", "class_concentrated:11:0.5", "[0, 9]"]),
     # ---------------------------------------------------------------- dead keys
     row("dead-train-epochs", B, f"{S} --set train.epochs=3", ["train.epochs=", "3", "epochs.mlp"]),
+    row("dead-model-name", B, f"{S} --set model.name=mlp_deep", ["model.name=", "mlp_deep", "models=[mlp_deep]"]),
     row("dead-retrain-lr", B, f"{S} --set retrain.lr=0.1", ["retrain.lr=", "0.1", "train.*"]),
     row("dead-retrain-indep-epochs", B, f"{S} --set retrain_indep.epochs=3", ["retrain_indep.epochs=", "train.*"]),
     # ---------------------------------------------------------------- argparse

@@ -179,6 +179,9 @@ def test_dead_keys_are_refused_not_ignored():
     # train.epochs used to be accepted and silently overridden by epochs.<model>
     msg = _config_error(resolve, "smoke", {"train.epochs": "9"})
     assert "train.epochs" in msg and "epochs.mlp" in msg
+    # model.name was accepted and ignored: the grid builds `models`
+    msg = _config_error(resolve, "smoke", {"model.name": "mlp_deep"})
+    assert "model.name" in msg and "models=[mlp_deep]" in msg
     msg = _config_error(resolve, "smoke", {"retrain.epochs": "9"})  # the gold always takes the original's recipe
     assert "retrain.epochs" in msg and "train.*" in msg
 

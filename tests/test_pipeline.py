@@ -55,6 +55,12 @@ def test_smoke_resume_and_config_change(tmp_path):
     assert len(list((store / "artifacts" / "forget").glob("*.json"))) == 2
     assert len(list((store / "artifacts" / "gold").glob("*.pt"))) == 2
     assert len(list((store / "cells").glob("*.parquet"))) == 6
+    # the gold's own training ends as retrain_indep's does (the same recipe, another init); the non-member rule is
+    # named: both regimes have a same-rule selection on D_test
+    ri = t1[t1.method == "retrain_indep"].set_index("regime")
+    assert (ri.gold_epochs_run == ri.epochs_run).all() and (ri.gold_stop_reason == ri.stop_reason).all()
+    assert (t1.gold_epochs_run > 0).all() and t1.groupby("gold_key").gold_epochs_run.nunique().eq(1).all()
+    assert (t1.nonmember_rule == "same_selection_on_test").all()
     stamps = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file() and "tables" not in p.parts}
     # MLflow (default: SQLite in the run folder): one parent, one child per cell, nested
     client = MlflowClient(f"sqlite:///{out}/mlflow.db")

@@ -444,7 +444,8 @@ def test_sequential_section_per_request_and_in_the_verdict(tmp_path):
 
 # --------------------------------------------------------------------------------------------- headline table
 GOLD = {"gold_forget_acc": (0.40, 0.42, 0.44), "gold_retain_acc": (0.99, 0.99, 0.99),
-        "gold_test_acc": (0.90, 0.91, 0.92), "gold_mia_efficacy": (0.70, 0.72, 0.74)}
+        "gold_test_acc": (0.90, 0.91, 0.92), "gold_mia_efficacy": (0.70, 0.72, 0.74),
+        "gold_epochs_run": (20, 20, 14), "gold_stop_reason": ("max_iters", "max_iters", "param_change")}
 # method: seeds, forget_acc, retain_acc, mia_efficacy, avg_gap, rte per seed. Built so that a wrong rule picks a
 # different "best": agu has the highest UA (wrong if UA were "higher is better"), retrain_indep sits exactly on the
 # gold's UA and original on its MIA-efficacy, lowest avg_gap and highest RTE (wrong if controls could win); salun
@@ -501,6 +502,9 @@ def test_headline_numbers_gold_row_and_best_marks(tmp_path):
     assert (h.loc["sragu", "epochs_mean"], h.loc["sragu", "epochs_min"], h.loc["sragu", "epochs_max"]) == (4, 3, 5)
     assert h.loc["sragu", "stop_reason"] == "max_iters ×2, param_change ×1"
     assert h.loc["finetune", "stop_reason"] == "max_iters"
+    # the gold's trace, one per seed (seed 2 has fewer rows: counting rows would give 18 and "max_iters ×9, …")
+    assert (h.loc[R.GOLD_ROW, "epochs_mean"], h.loc[R.GOLD_ROW, "epochs_min"]) == (18, 14)
+    assert h.loc[R.GOLD_ROW, "stop_reason"] == "max_iters ×2, param_change ×1"
 
     md = R.write_report(hand_headline_rows(), tmp_path, "headline").read_text(encoding="utf-8")
     sec = _section(md, "#### Headline: d / m / high_loss_10pct")
@@ -509,7 +513,8 @@ def test_headline_numbers_gold_row_and_best_marks(tmp_path):
                     "epochs run", "stop reason"]
     gold = _cells_of(sec, R.GOLD_LABEL)
     assert gold[2] == "{} [{}, {}]".format(*map(_f, _ci(gold_ua)))
-    assert gold[6:] == ["0 (by definition)", "1 (by definition)", "—", "—"]
+    assert gold[6:] == ["0 (by definition)", "1 (by definition)", "18 (14–20)", "max_iters ×2, param_change ×1"]
+    assert "not in these results rows" not in sec
     salun = _cells_of(sec, "salun")
     assert salun[2] == "**{} [{}, {}]**".format(*map(_f, _ci(1 - np.array(HAND["salun"][1]))))
     assert salun[3].startswith("**0.97") and _cells_of(sec, "sragu")[3].startswith("**0.97")

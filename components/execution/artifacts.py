@@ -70,24 +70,28 @@ class ForgetArtifact:
 
 @dataclass(frozen=True)
 class GoldModel:
-    """The gold (θ0's recipe retrained on D_r): its weights, its reference predictions and values, its cost."""
+    """The gold (θ0's recipe retrained on D_r): its weights, its reference predictions and values, its cost, and how
+    its training ended (epochs run, stop reason)."""
 
     key: str
     forget_key: str
     state: dict[str, torch.Tensor]
     reference: GoldReference
     time_s: float
+    epochs_run: int
+    stop_reason: str
 
     def to_store(self) -> dict:
         r = self.reference
         return {"state": self.state, "pred": {"probs": r.pred.probs, "losses": r.pred.losses, "values": r.values},
-                "meta": {"key": self.key, "forget_key": self.forget_key, "method_time_s": self.time_s}}
+                "meta": {"key": self.key, "forget_key": self.forget_key, "method_time_s": self.time_s,
+                         "epochs_run": self.epochs_run, "stop_reason": self.stop_reason}}
 
     @classmethod
     def from_store(cls, d: dict) -> GoldModel:
         p, m = d["pred"], d["meta"]
         ref = GoldReference(Predictions(dict(p["probs"]), dict(p["losses"])), dict(p["values"]))
-        return cls(m["key"], m["forget_key"], d["state"], ref, m["method_time_s"])
+        return cls(m["key"], m["forget_key"], d["state"], ref, m["method_time_s"], m["epochs_run"], m["stop_reason"])
 
 
 @dataclass(frozen=True)

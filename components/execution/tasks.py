@@ -152,7 +152,8 @@ def gold_task(store: Store, spec: GoldSpec, ds: DatasetSplits, bench: BenchmarkC
         model, summary = run_unlearning(GOLD, spec.config, build(bench, spec.original.model, data, original.state),
                                         inputs, seed=spec.seed, device=device)
         reference = gold_reference(model.to(device), inputs.splits, device=device, seed=spec.original.seed)
-        return GoldModel(spec.key, forget.key, model.cpu().state_dict(), reference, summary["method_time_s"])
+        return GoldModel(spec.key, forget.key, model.cpu().state_dict(), reference, summary["method_time_s"],
+                         summary["epochs_run"], summary["stop_reason"])
 
     return _torch_artifact(store, f"artifacts/gold/{spec.key}.pt", GoldModel,
                            lambda g: (_expect(spec.key, g.key, "gold"),
@@ -258,7 +259,8 @@ def cell_task(store: Store, cell: Cell, ds: DatasetSplits, bench: BenchmarkConfi
     row = {**cell.coords(), "status": "ok", "forget_fraction": fraction,
            "forget_size": manifest["size"], "train_size": manifest["train_size"],
            "forget_key": forget.key, "original_key": original.key,
-           "gold_key": gold.key, "gold_time_s": gold.time_s, **extra,
+           "gold_key": gold.key, "gold_time_s": gold.time_s, "gold_epochs_run": gold.epochs_run,
+           "gold_stop_reason": gold.stop_reason, "nonmember_rule": manifest.get("nonmember_rule", ""), **extra,
            **{k: v for k, v in summary.items() if k not in ("epoch_trace", "alpha_omega")}, **metrics,
            "task_time_s": time.perf_counter() - t0}
     if summary["alpha_omega"]:  # before the cell file, which marks the cell done: a rerun can log it from here

@@ -283,10 +283,10 @@ def _headline(r: _Report, ds: str, mo: str, rg: str, cells: pd.DataFrame) -> lis
     for c in cols:
         table[c.key + _HEAD_ARROW.get(c.direction, "")] = [_headline_cell(row, c.key, c.gold_defined)
                                                           for _, row in h.iterrows()]
-    if "epochs_run" in cells and cells["epochs_run"].notna().any():
+    if h["epochs_mean"].notna().any():
         table["epochs run"] = [_epochs_cell(row) for _, row in h.iterrows()]
-    if "stop_reason" in cells and cells["stop_reason"].notna().any():
-        table["stop reason"] = [x or "—" for x in h["stop_reason"]]
+    if (h["stop_reason"].fillna("") != "").any():
+        table["stop reason"] = [x or "—" for x in h["stop_reason"].fillna("")]
     notes = []
     first = h.iloc[0]
     stand_in = [c for c in cols if first[f"{c.key}_ref_from"] == FLOOR_METHOD]
@@ -294,9 +294,10 @@ def _headline(r: _Report, ds: str, mo: str, rg: str, cells: pd.DataFrame) -> lis
         notes.append("The rows carry no gold value for " + ", ".join(f"{c.key} (`gold_{c.source}`)" for c in stand_in)
                      + f", so the gold's is not shown and **best** there is the mean closest to `{FLOOR_METHOD}`'s "
                      "(another retrained model: a stand-in for the gold, not the gold).")
-    if (h["method"] == GOLD_ROW).any() and ("epochs run" in table or "stop reason" in table):
-        notes.append("The gold's epochs and stop reason are not in the results rows (it is trained with θ0's "
-                     "recipe): `—`.")
+    gold = h[h["method"] == GOLD_ROW]
+    if len(gold) and ("epochs run" in table or "stop reason" in table) and gold["epochs_mean"].isna().all():
+        notes.append("The gold's epochs and stop reason are not in these results rows (`gold_epochs_run`, "
+                     "`gold_stop_reason`; rows from before they were recorded): `—`.")
     family = _family(cells, rg)
     lines = [f"#### Headline: {ds} / {mo} / {rg}", "", to_markdown_table(pd.DataFrame(table)), ""]
     if notes:

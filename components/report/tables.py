@@ -226,15 +226,23 @@ def _column_values(g: pd.DataFrame, col: HeadlineColumn, gold: bool) -> np.ndarr
     return 1.0 - v if col.complement else v
 
 
-def _stop_reasons(g: pd.DataFrame) -> str:
+def _stop_reasons(g: pd.DataFrame, column: str = "stop_reason") -> str:
     """``"max_iters"`` when every seed stopped for one reason, else ``"max_iters ×3, param_change ×2"`` (most first)."""
-    if "stop_reason" not in g:
+    if column not in g:
         return ""
-    counts = g["stop_reason"].dropna().astype(str).value_counts(sort=False)
+    counts = g[column].dropna().astype(str).value_counts(sort=False)
     counts = counts.iloc[np.argsort(-counts.to_numpy(), kind="stable")]
     if len(counts) == 1:
         return str(counts.index[0])
     return ", ".join(f"{reason} ×{n}" for reason, n in counts.items())
+
+
+def _epochs(g: pd.DataFrame, column: str) -> dict:
+    """``epochs_mean, epochs_min, epochs_max`` of ``column`` over ``g``'s rows (nan where it has no value)."""
+    ep = _values(g, column)
+    if not ep.size:
+        return {"epochs_mean": _NAN, "epochs_min": _NAN, "epochs_max": _NAN}
+    return {"epochs_mean": float(ep.mean()), "epochs_min": float(ep.min()), "epochs_max": float(ep.max())}
 
 
 def headline(df: pd.DataFrame | Iterable[Mapping], columns: Sequence[HeadlineColumn] = HEADLINE) -> pd.DataFrame:
@@ -250,8 +258,8 @@ def headline(df: pd.DataFrame | Iterable[Mapping], columns: Sequence[HeadlineCol
     (``k_ref_from`` says which; "" when neither exists, and then no cell is marked; nan and "" for the other
     columns). Ties within rounding are all marked.
     ``n`` counts the method's seeds (the gold's: seeds with a gold value); ``epochs_mean, epochs_min, epochs_max``
-    summarise ``epochs_run`` and ``stop_reason`` counts the ``stop_reason`` values (nan and "" for the gold, whose
-    trace is not in the rows)."""
+    summarise ``epochs_run`` and ``stop_reason`` counts the ``stop_reason`` values; the gold row's come from
+    ``gold_epochs_run`` and ``gold_stop_reason``, one per seed (nan and "" where the rows lack them)."""
     d = _frame(df)
     ok = d[d["status"] == "ok"]
     out = []
@@ -269,15 +277,15 @@ def headline(df: pd.DataFrame | Iterable[Mapping], columns: Sequence[HeadlineCol
                                 f"{c.key}_n": int(gold_seeds)})
                 else:
                     row.update(_ci_cols(c.key, gold_vals[c.key]), **{f"{c.key}_n": int(gold_vals[c.key].size)})
-            rows.append({**row, "epochs_mean": _NAN, "epochs_min": _NAN, "epochs_max": _NAN, "stop_reason": ""})
+            per_seed = g.drop_duplicates("seed")  # one gold per seed, shared by every method's row
+            rows.append({**row, **_epochs(per_seed, "gold_epochs_run"),
+                         "stop_reason": _stop_reasons(per_seed, "gold_stop_reason")})
         for method, m in g.groupby("method", sort=False):
             row = {**coords, "method": method, "n": int(m["seed"].nunique())}
             for c in columns:
                 v = _column_values(m, c, gold=False)
                 row.update(_ci_cols(c.key, v), **{f"{c.key}_n": int(v.size)})
-            ep = _values(m, "epochs_run")
-            row.update(epochs_mean=float(ep.mean()) if ep.size else _NAN, epochs_min=float(ep.min()) if ep.size
-                       else _NAN, epochs_max=float(ep.max()) if ep.size else _NAN, stop_reason=_stop_reasons(m))
+            row.update(**_epochs(m, "epochs_run"), stop_reason=_stop_reasons(m))
             rows.append(row)
         t = pd.DataFrame(rows)
         for c in columns:
