@@ -319,7 +319,7 @@ def test_markdown_report_is_logged_with_its_figures_served(tmp_path):
     assert note.startswith("**FINISHED** — cells_ok 6 · cells_failed 0") and "opening line" in note
     assert "Section" not in note and "fig01" not in note and "artifact `report.md`" in note
 
-    from components.io.tracking import _server_image_links
+    from components.io.mlflow_view import server_image_links as _server_image_links
 
     text, extra = _server_image_links("![a](fig01.png)", rep / "report.md", "report.md", "r1", {}, "https")
     assert text == "![a](https:get-artifact?path=fig01.png&run_uuid=r1)" and extra == {"fig01.png": rep / "fig01.png"}

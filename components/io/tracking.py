@@ -28,9 +28,10 @@ described, and carries a saved view (:class:`RunsView`, listed under *Views*) of
 metrics as columns; :func:`ui_link` is the link that opens it (``workflowType=machine_learning``: 3.17 opens
 on its GenAI overview, with no run in sight, unless the link or the user's last choice says otherwise).  A cell
 logs only the config fields that apply to it (:func:`applicable_params`) and floats shown to 6 significant
-digits; a Markdown artifact is logged with its image links pointed at the server (:func:`_server_image_links`),
+digits; a Markdown artifact is logged with its image links pointed at the server (:func:`server_image_links`),
 since 3.17 shows a relative image link as text.  A rerun that finds its cells cached moves their runs under its
-own parent (:meth:`Tracker.adopt_cells`), so the newest parent holds the whole grid.
+own parent (:meth:`Tracker.adopt_cells`), so the newest parent holds the whole grid.  The view, the link, the
+applicable params and the image links are built in :mod:`components.io.mlflow_view`.
 
 Open the UI on the default store (from the repository root)::
 
@@ -47,17 +48,15 @@ import json
 import math
 import numbers
 import os
-import posixpath
 import re
 import shutil
 import sys
 import tempfile
 import time
-import types
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from functools import cache, cached_property
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +65,21 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sragu_core.errors import ConfigError
+
+from .mlflow_view import (
+    CELLS,
+    IMAGE,
+    KIND,
+    NOTE_TAG,
+    TRIALS,
+    UI_PORT,
+    VIEW_TAG,
+    RunsView,
+    applicable_params,
+    server_image_links,
+    ui_link,
+    view_body,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -82,83 +96,7 @@ _ENV = "MLFLOW_TRACKING_URI"
 HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 _SIG_DIGITS = 6  # params and tags show floats to this many significant digits (metrics keep full precision)
-UI_PORT = 5000  # `mlflow ui`'s default port, and the Makefile's `make mlflow-ui`
-_KIND = ("mlflow.experimentKind", "custom_model_development")  # what MLflow 3.x's UI calls a model-training experiment
-_NOTE, _VIEW_TAG = "mlflow.note.content", "mlflow.sharedViewState."
 _MAX_NOTE = 5000  # experiment tags hold at most 5000 characters (run tags 8000)
-
-
-@dataclasses.dataclass(frozen=True)
-class RunsView:
-    """A saved view of an experiment's runs table: the active runs of one role, with chosen columns.
-
-    MLflow 3.17 opens a runs table with three attribute columns and no metric, and keeps a user's column choice
-    in that browser only.  A *shared view* is an experiment tag ``mlflow.sharedViewState.<key>`` whose value
-    (``{"name", "createdAt", "state"}``, ``state`` the table's filter, sort and columns as JSON) the UI lists
-    under *Views* and applies to a link carrying ``viewStateShareKey=<key>``.  It cannot expand a parent row
-    (the UI drops ``runsExpanded`` from shared state), so the view filters on the role: its runs are listed flat.
-    """
-
-    key: str
-    name: str
-    role: str  # the runs' ``sragu.role`` tag
-    tags: tuple[str, ...]  # tag columns, in order
-    metrics: tuple[str, ...] | None  # metric columns; None: the console's (sragu_core.evaluate.metrics_in)
-    description: str  # the experiment's description (set when it has none)
-
-    def columns(self) -> list[str]:
-        """Metric columns first (the UI would sort them after the tags, off screen), then the tag columns."""
-        metrics = self.metrics
-        if metrics is None:
-            from sragu_core.evaluate import metrics_in  # the metric registry pulls in torch: only when needed
-
-            metrics = metrics_in("console")
-        return [f"metrics.`{m}`" for m in metrics] + [f"tags.`{t}`" for t in self.tags]
-
-    def tag_value(self) -> str:
-        cols = self.columns()
-        state = {"searchFilter": f"tags.`sragu.role` = '{self.role}'", "orderByKey": "tags.`mlflow.runName`",
-                 "orderByAsc": True, "selectedColumns": cols, "columnOrder": cols}
-        now = int(time.time() * 1000)
-        return json.dumps({"name": self.name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)})
-
-
-CELLS = RunsView(
-    "sragu-cells", "sragu: cells and headline metrics", "cell", ("method", "regime", "model", "dataset", "seed"), None,
-    "SRAGU benchmark (docs/design.md §8). Each *parent* run is one invocation: its resolved config (params and "
-    "config.json), the consolidated table, and `report.md` with its figures. Each *child* run is one cell "
-    "(dataset × model × seed × forget regime × method): the inputs that apply to it as params, every metric, and "
-    "SRAGU's α/ω table. One active run per cell: a rerun replaces it, and a cell found cached in the store is moved "
-    "under the newest parent (tag `sragu.cached`). The view **sragu: cells and headline metrics** (Views menu) "
-    "lists the cells with the console's metrics as columns.")
-TRIALS = RunsView(
-    "sragu-trials", "sragu: sweep trials", "trial", ("method", "asha_stopped"),
-    ("objective", "cells_done", "complete"),
-    "SRAGU hyperparameter sweeps (docs/tuning.md). Each *parent* run is one sweep with the tuned file and the best "
-    "configuration per method (`best.<method>` tags); each *child* run is one Ray Tune trial named "
-    "`<method>-trial-<n>`, with its searched values as params. A trial ASHA stopped early ends KILLED with tag "
-    "`asha_stopped=true`. The view **sragu: sweep trials** (Views menu) lists the trials with their objective.")
-
-
-def ui_link(tracking_uri: str, experiment_id: str, *, run_id: str | None = None, artifact: str | None = None,
-            view: RunsView = CELLS, port: int = UI_PORT) -> str:
-    """The URL of an experiment's runs (through ``view``), of one run, or of one artifact of a run, in MLflow's UI.
-
-    A server URI links to that server (without any ``user:password@``: the browser asks); any other store (SQLite,
-    a database URI) to the ``mlflow ui`` that :meth:`Tracker.ui_command` starts on 127.0.0.1:``port``.
-    ``workflowType=machine_learning`` makes MLflow 3.17 open its model-training pages rather than its GenAI overview
-    (its default, remembered per browser)."""
-    parts = urllib.parse.urlsplit(tracking_uri)
-    if parts.scheme in ("http", "https"):
-        host = parts.netloc.rpartition("@")[2]
-        base = urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
-    else:
-        base = f"http://127.0.0.1:{port}"
-    page = f"{base}/#/experiments/{experiment_id}"
-    if run_id is None:
-        return f"{page}/runs?workflowType=machine_learning&viewStateShareKey={view.key}"
-    tail = f"/artifacts/{urllib.parse.quote(artifact)}" if artifact else ""
-    return f"{page}/runs/{run_id}{tail}?workflowType=machine_learning"
 
 
 def default_tracking_uri(run_root: Path) -> str:
@@ -284,11 +222,11 @@ class Tracker:
         holding :attr:`view` (rewritten only when its columns or filter changed).  Idempotent; one read, ≤ 3 writes."""
         exp_id = self.experiment_id()
         have = self.client.get_experiment(exp_id).tags
-        want = {_KIND[0]: _KIND[1]}
-        if not have.get(_NOTE):
-            want[_NOTE] = _clip(self.view.description, _MAX_NOTE)
-        view_tag, view = _VIEW_TAG + self.view.key, self.view.tag_value()
-        if _view_body(have.get(view_tag)) != _view_body(view):
+        want = {KIND[0]: KIND[1]}
+        if not have.get(NOTE_TAG):
+            want[NOTE_TAG] = _clip(self.view.description, _MAX_NOTE)
+        view_tag, view = VIEW_TAG + self.view.key, self.view.tag_value()
+        if view_body(have.get(view_tag)) != view_body(view):
             want[view_tag] = view
         for k, v in want.items():
             if have.get(k) != v:
@@ -323,7 +261,7 @@ class Tracker:
         note = (f"**{run_name}**: running (started {time.strftime('%Y-%m-%d %H:%M:%S')}). Its resolved config is in "
                 f"the params and `config.json`; its {self.view.role}s are the child runs.")
         run = self.client.create_run(self.experiment_id(), run_name=run_name,
-                                     tags={**_tag_values(tags), "sragu.role": "parent", _NOTE: note})
+                                     tags={**_tag_values(tags), "sragu.role": "parent", NOTE_TAG: note})
         run_id = run.info.run_id
         with self._fail_run_on_error(run_id):
             self._log_params(run_id, flat)
@@ -343,7 +281,7 @@ class Tracker:
             for k, v in strings.items():
                 self.client.set_tag(parent_id, k, v)
             report = self._log_artifacts(parent_id, {d: Path(p) for d, p in (artifacts or {}).items()})
-            self.client.set_tag(parent_id, _NOTE, _parent_note(status, nums, report))
+            self.client.set_tag(parent_id, NOTE_TAG, _parent_note(status, nums, report))
         self.client.set_terminated(parent_id, status=status)
 
     @contextmanager
@@ -488,7 +426,7 @@ class Tracker:
 
     def _log_artifacts(self, run_id: str, artifacts: dict[str, Path]) -> tuple[str, str] | None:
         """Log ``{path in the run: local file or folder}``; Markdown files last, with their relative image links
-        pointed at this server (:func:`_server_image_links`; an image no other entry logs is logged beside the
+        pointed at this server (:func:`server_image_links`; an image no other entry logs is logged beside the
         Markdown).  Returns (path, text) of the first Markdown file logged (the run's note quotes it), else None."""
         logged: dict[Path, str] = {}
         for dest, path in artifacts.items():
@@ -504,7 +442,7 @@ class Tracker:
         for dest, path in markdown.items():
             text = path.read_text(encoding="utf-8")
             first = (dest, text) if first is None else first
-            served, extra = _server_image_links(text, path, dest, run_id, logged, scheme)
+            served, extra = server_image_links(text, path, dest, run_id, logged, scheme)
             for at, local in extra.items():
                 self._log_file(run_id, local, PurePosixPath(at))
             if served == text:
@@ -763,129 +701,6 @@ def _rounded(x: Any) -> Any:
     return x
 
 
-def applicable_params(flat: Mapping[str, Any], model: str | None = None) -> dict[str, Any]:
-    """A cell's flattened inputs without the config fields that do not apply to it: of ``forget.*`` only those its
-    regime (``forget.regime``) reads, and ``steps``; of ``model.*`` only those the builder of ``model`` (else
-    ``model.name``) reads, and ``model.name`` set to that model.  Every other key is kept.
-
-    Which fields a regime or model reads is taken from its registered functions' code (:func:`_fields_read`), so a
-    new regime or architecture needs no table here: on the registered ones this gives random → ``fraction``,
-    class → ``classes``, memorised → ``fraction``, ``mem_models``, ``mem_subset``; mlp → ``mlp_hidden``,
-    cnn_small → ``cnn_channels``, ``cnn_fc``.  An unknown regime or model keeps all its fields."""
-    out = dict(flat)
-    regime = out.get("forget.regime")
-    if regime is not None:
-        used = _regime_fields(str(regime))
-        if used is not None:
-            out = {k: v for k, v in out.items() if not k.startswith("forget.") or k[len("forget."):] in used}
-    name = model or out.get("model.name")
-    if name is not None and any(k.startswith("model.") for k in out):
-        used = _model_fields(str(name))
-        if used is not None:
-            out = {k: v for k, v in out.items() if not k.startswith("model.") or k[len("model."):] in used}
-        out["model.name"] = name
-    return out
-
-
-@cache
-def _regime_fields(regime: str) -> frozenset[str] | None:
-    from sragu_core.forget import REGIMES, ForgetConfig
-
-    if regime not in REGIMES:
-        return None
-    spec, fields = REGIMES[regime], frozenset(f.name for f in dataclasses.fields(ForgetConfig))
-    return frozenset({"regime", "steps"} | _fields_read([spec.select, spec.parse, spec.label, spec.alter,
-                                                         spec.nonmembers], fields))
-
-
-@cache
-def _model_fields(model: str) -> frozenset[str] | None:
-    from sragu_core.models import MODELS, ModelConfig
-
-    if model not in MODELS:
-        return None
-    fields = frozenset(f.name for f in dataclasses.fields(ModelConfig))
-    return frozenset({"name"} | _fields_read([MODELS[model]], fields))
-
-
-def _fields_read(fns: Iterable[Any], fields: frozenset[str], depth: int = 3) -> set[str]:
-    """The names in ``fields`` that ``fns`` mention: as an attribute (``cfg.fraction``) or a string constant
-    (``{"copies": ...}`` in a parser, ``("mem_models", "k")`` in a label), in their nested functions, lambdas and
-    closures, and in the ``sragu_core`` functions they call, ``depth`` calls deep.  Read from the code objects,
-    not run: over-inclusive at worst (a field name used for something else), which logs one param too many."""
-    seen: set[types.CodeType] = set()
-    found: set[str] = set()
-
-    def visit_fn(fn: Any, level: int) -> None:
-        if not isinstance(fn, types.FunctionType):
-            return
-        visit(fn.__code__, fn.__globals__, level)
-        for cell in fn.__closure__ or ():
-            try:
-                visit_fn(cell.cell_contents, level)
-            except ValueError:  # an empty cell
-                continue
-
-    def visit(code: types.CodeType, glb: dict, level: int) -> None:
-        if code in seen:
-            return
-        seen.add(code)
-        found.update(fields.intersection(code.co_names))
-        consts = list(code.co_consts)
-        while consts:
-            c = consts.pop()
-            if isinstance(c, str) and c in fields:
-                found.add(c)
-            elif isinstance(c, tuple):
-                consts.extend(c)
-            elif isinstance(c, types.CodeType):
-                visit(c, glb, level)
-        if level < depth:
-            for n in code.co_names:
-                f = glb.get(n)
-                if isinstance(f, types.FunctionType) and f.__module__.partition(".")[0] == "sragu_core":
-                    visit_fn(f, level + 1)
-
-    for fn in fns:
-        visit_fn(fn, 0)
-    return found
-
-
-_IMAGE = re.compile(r'!\[(?P<alt>[^\]]*)\]\((?P<src>[^)\s]+)(?P<title>\s+"[^"]*")?\)')
-
-
-def _server_image_links(text: str, md: Path, dest: str, run_id: str, logged: dict[Path, str],
-                        scheme: str = "http") -> tuple[str, dict[str, Path]]:
-    """``text`` (the Markdown file ``md``, logged at ``dest`` in run ``run_id``) with each relative image link to an
-    existing file pointed at the server's ``get-artifact`` endpoint; and ``{path in the run: file}`` for linked
-    images ``logged`` (local file → path in the run) does not hold, to be logged beside ``dest``.
-
-    Why: MLflow 3.17's Markdown viewer prints an image whose link has no scheme as text (``[alt](fig.png)``), and
-    an image's URL must name the run.  ``http:get-artifact?path=…&run_uuid=…`` has a scheme, so it is drawn, and
-    a browser resolves it against the page (same scheme: a relative reference, WHATWG URL), so it works on any
-    host, port or path prefix the UI is served under — over ``scheme`` (https for an https server)."""
-    extra: dict[str, Path] = {}
-    folder = posixpath.dirname(dest)
-
-    def point(m: re.Match) -> str:
-        src = m.group("src")
-        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", src) or src.startswith(("/", "#")):
-            return m.group(0)  # absolute, data: or an anchor: the viewer draws it (or not) as it is
-        local = (md.parent / urllib.parse.unquote(src.split("#")[0].split("?")[0])).resolve()
-        if not local.is_file():
-            return m.group(0)
-        at = logged.get(local)
-        if at is None:
-            at = posixpath.normpath(posixpath.join(folder, src))
-            if at.startswith(".."):  # outside the Markdown's folder in the run: beside it
-                at = posixpath.join(folder, local.name)
-            logged[local], extra[at] = at, local
-        query = urllib.parse.urlencode({"path": at, "run_uuid": run_id})
-        return f"![{m.group('alt')}]({scheme}:get-artifact?{query}{m.group('title') or ''})"
-
-    return _IMAGE.sub(point, text), extra
-
-
 def _parent_note(status: str, metrics: Mapping[str, float], report: tuple[str, str] | None) -> str:
     """The parent run's description once it ends: status and counts, then the report's opening (its title and
     first section, without images) and where the whole report is."""
@@ -893,18 +708,9 @@ def _parent_note(status: str, metrics: Mapping[str, float], report: tuple[str, s
     lines = [f"**{status}**" + (f" — {counts}" if counts else "")]
     if report:
         head = re.split(r"\n## ", report[1], maxsplit=1)[0]
-        head = "\n".join(ln for ln in head.splitlines() if not _IMAGE.search(ln)).strip()
+        head = "\n".join(ln for ln in head.splitlines() if not IMAGE.search(ln)).strip()
         lines += ["", _clip(head, 3000), "", f"The whole report, with its figures: artifact `{report[0]}`."]
     return _clip("\n".join(lines), _MAX_TAG_VAL)
-
-
-def _view_body(value: str | None) -> Any:
-    """A saved view's content without its timestamps (so an unchanged view is not rewritten every run)."""
-    try:
-        v = json.loads(value or "")
-        return (v.get("name"), v.get("state"))
-    except (ValueError, AttributeError):
-        return None
 
 
 def _tag_values(tags: Mapping) -> dict[str, str]:
