@@ -88,7 +88,8 @@ def ui_link(tracking_uri: str, experiment_id: str, *, run_id: str | None = None,
     """The URL of an experiment's runs (through ``view``), of one run, or of one artifact of a run, in MLflow's UI.
 
     A server URI links to that server (without any ``user:password@``: the browser asks); any other store (SQLite,
-    a database URI) to the ``mlflow ui`` that :meth:`components.io.tracking.Tracker.ui_command` starts on 127.0.0.1:``port``.
+    a database URI) to the ``mlflow ui`` that :meth:`components.io.tracking.Tracker.ui_command` starts on
+    127.0.0.1:``port``.
     ``workflowType=machine_learning`` makes MLflow 3.17 open its model-training pages rather than its GenAI overview
     (its default, remembered per browser)."""
     parts = urllib.parse.urlsplit(tracking_uri)
