@@ -104,6 +104,31 @@ class RayConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """How the driver logs cells to MLflow (docs/design.md §8, "Tracking at scale").
+
+    ``mode``: ``async`` logs each finished cell on ``threads`` background threads (one for a SQLite store, which
+    takes one writer at a time) from a queue of ``queue_size`` cells; past that the cell's key waits and its row is
+    logged from the store, so the grid never waits for MLflow.  ``sync`` logs each cell as it finishes, the driver
+    waiting (the simple path; the same runs).  After the grid the driver waits at most ``drain_timeout_s`` for the
+    logging to finish (null: no limit); the cells not logged by then are logged from the store by the next run."""
+
+    mode: str = "async"
+    threads: int = 4
+    queue_size: int = 256
+    drain_timeout_s: float | None = 1800.0
+
+    def __post_init__(self):
+        check(self.mode in ("async", "sync"), "tracking.mode", self.mode, "async or sync")
+        check(isinstance(self.threads, int) and self.threads >= 1, "tracking.threads", self.threads,
+              "an integer >= 1")
+        check(isinstance(self.queue_size, int) and self.queue_size >= 1, "tracking.queue_size", self.queue_size,
+              "an integer >= 1")
+        check(self.drain_timeout_s is None or self.drain_timeout_s >= 0, "tracking.drain_timeout_s",
+              self.drain_timeout_s, "null (no limit) or seconds >= 0")
+
+
+@dataclass(frozen=True)
 class GoldConfig:
     """The reference of every gold-distance metric (docs/reference_metrics.md).
 
@@ -172,6 +197,7 @@ class BenchmarkConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # the original's recipe; its epochs come from `epochs`
     epochs: EpochsConfig = field(default_factory=EpochsConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     device: str = "auto"
     # BatchNorm (any norm layer with running statistics) stays in eval mode while a method unlearns, so its
     # running mean/variance are not re-estimated on forget-only batches; gold retrains train from scratch as usual

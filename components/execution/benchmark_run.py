@@ -32,9 +32,10 @@ import ray
 from sragu_core.config import flatten, to_dict
 
 from ..config import Resolved
+from ..io.cell_logger import CellJob
 from ..io.leases import Leases
 from ..io.store import Store, is_corrupt, reason, rows_table
-from ..io.tracking import TrackedRun, alpha_omega_figure, redact
+from ..io.tracking import TrackedRun, redact
 from ..report import summary_table, write_report
 from .grid import init_ray, run_grid
 from .plan import Cell, code_hash, git_revision, plan_cells
@@ -181,6 +182,12 @@ def _run(p: Prepared, cells: list[Cell], tables: dict[str, pa.Table], mine: list
             "sragu.driver": leases.id}
     with TrackedRun(p.tracker, run_dir.name, config, tags) as tracking:
         tracking.end_orphans(leases.alive)
+        tracking.list_cells()  # one listing of the experiment's cell runs serves the whole grid
+        by_key = {c.key: c for c in cells}
+        if bench.tracking.mode == "async":
+            tracking.start_logger(lambda key: _stored_job(p, resolved, by_key[key]),
+                                  queue_size=bench.tracking.queue_size,
+                                  threads=1 if p.tracker.is_sqlite else bench.tracking.threads)
         reconciled = _reconcile(p, resolved, cells, tables, tracking)
         tracking.adopt_cells(list(tables))  # cells found in the store: under this run's parent, tagged cached
         progress.note(f"{len(cells)} cells: {len(mine)} to run, {len(tables)} already in {p.store.uri}"
@@ -196,13 +203,16 @@ def _run(p: Prepared, cells: list[Cell], tables: dict[str, pa.Table], mine: list
             else:
                 failed[cell.key] = row
             leases.release(cell.key)
-            _log_cell(tracking, resolved, cell, row, result["alpha_omega"])
+            tracking.submit(_cell_job(resolved, cell, row, result["alpha_omega"]))
 
         if mine:
             run_grid(resolved, mine, p.store, p.datasets, extra, on_result, progress)
         if others:
             _wait_for_others(p, others, tables, failed, leases, ray_up, extra, on_result, progress)
         progress.close()  # the final progress line, before the table and the report
+        if tracking.logger is not None and tracking.logger.backlog:
+            print(f"mlflow: logging the last {tracking.logger.backlog} cell(s)", flush=True)
+        tracking.drain(bench.tracking.drain_timeout_s)
 
         table, missing = consolidate(cells, tables, failed)
         table_key = f"tables/{bench.name}.parquet"
@@ -244,8 +254,9 @@ def _run(p: Prepared, cells: list[Cell], tables: dict[str, pa.Table], mine: list
     return (1 if failed or missing or problems else 0), run_dir
 
 
-def _log_cell(tracking: TrackedRun, resolved: Resolved, cell: Cell, row: dict, ao: list | None,
-              **extra_tags: str) -> None:
+def _cell_job(resolved: Resolved, cell: Cell, row: dict, ao: list | None, **extra_tags: str) -> CellJob:
+    """A finished cell's child run (:class:`CellJob`): its applicable inputs, its row's numbers as metrics, its
+    coordinates as tags, its α/ω rows."""
     tags = {k: str(row.get(k)) for k in ("method", "dataset", "model", "regime", "seed", "cell_key",
                                          "code_version", "stop_reason")}
     tags.update(extra_tags)
@@ -255,30 +266,42 @@ def _log_cell(tracking: TrackedRun, resolved: Resolved, cell: Cell, row: dict, a
     if isinstance(row.get("layer_multipliers"), str) and row["layer_multipliers"]:
         # the effective per-layer step multiplier c·ω_ℓ, one MLflow metric per layer (the row keeps the JSON)
         metrics.update({f"multiplier.{k}": v for k, v in json.loads(metrics.pop("layer_multipliers")).items()})
-    tracking.log_cell(cell.key, f"{cell.method}/{cell.forget.label()}/s{cell.seed}",
-                      params=_cell_params(cell, resolved), metrics=metrics, tags=tags,
-                      tables={"alpha_omega": ao} if ao else None,
-                      figures={"alpha_omega.png": alpha_omega_figure(ao)} if ao else None,
-                      status="FINISHED" if row["status"] == "ok" else "FAILED")
+    return CellJob(cell.key, f"{cell.method}/{cell.forget.label()}/s{cell.seed}", _cell_params(cell, resolved),
+                   metrics, tags, "FINISHED" if row["status"] == "ok" else "FAILED", ao or None)
+
+
+def _stored_job(p: Prepared, resolved: Resolved, cell: Cell) -> CellJob | None:
+    """The job of a cell logged from the store (reconciliation, or a cell the logging queue had no room for):
+    its stored row and α/ω rows; None when the store has no verified row of it."""
+    try:
+        row = read_cell(p.store, cell.key).to_pylist()[0]
+    except FileNotFoundError:
+        return None
+    ao = None
+    try:
+        if p.store.exists(alpha_omega_path(cell.key)):
+            ao = p.store.get_json(alpha_omega_path(cell.key))
+    except Exception:  # noqa: BLE001, S110 — the α/ω plot is a nicety; the row is what matters
+        pass
+    return _cell_job(resolved, cell, row, ao, **{"sragu.logged_from": "store"})
 
 
 def _reconcile(p: Prepared, resolved: Resolved, cells: list[Cell], tables: dict[str, pa.Table],
                tracking: TrackedRun) -> int:
-    """Log every cell the store holds and MLflow lacks (or has only as FAILED); returns how many."""
+    """Log every cell the store holds and MLflow lacks (or has only as FAILED); returns how many.  With background
+    logging they are queued behind the grid's cells (read from the store by the logging threads)."""
     logged = tracking.logged_cells()
     if logged is None:
         return 0
     n = 0
     for c in cells:
         if c.key in tables and logged.get(c.key) != "FINISHED":
-            row = tables[c.key].to_pylist()[0]
-            ao = None
-            try:
-                if p.store.exists(alpha_omega_path(c.key)):
-                    ao = p.store.get_json(alpha_omega_path(c.key))
-            except Exception:  # noqa: BLE001, S110 — the α/ω plot is a nicety; the row is what matters
-                pass
-            _log_cell(tracking, resolved, c, row, ao, **{"sragu.logged_from": "store"})
+            if tracking.logger is not None:
+                tracking.logger.submit_key(c.key)
+            else:
+                job = _stored_job(p, resolved, c)
+                if job is not None:
+                    tracking.submit(job)
             if tracking.error is not None:
                 break
             n += 1

@@ -52,13 +52,14 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -66,6 +67,7 @@ from mlflow.tracking import MlflowClient
 
 from sragu_core.errors import ConfigError
 
+from .cell_logger import CellJob, CellLogger
 from .mlflow_view import (
     CELLS,
     IMAGE,
@@ -90,6 +92,7 @@ __all__ = ["CELLS", "TRIALS", "RunsView", "Tracker", "ParentRun", "TrackedRun", 
 
 _MAX_PARAM_VAL, _MAX_TAG_VAL, _PARAMS_PER_BATCH, _METRICS_PER_BATCH = 6000, 8000, 100, 1000
 _STATUSES = ("FINISHED", "FAILED", "KILLED")
+_FIGURE_LOCK = threading.Lock()  # one α/ω figure drawn at a time, whichever thread logs
 _ENV = "MLFLOW_TRACKING_URI"
 # bounded HTTP calls to a tracking server during a run (MLflow's defaults retry for minutes); a user's own
 # settings of these variables win
@@ -122,6 +125,15 @@ def flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
                 raise ValueError(f"flattened key {sk!r} occurs twice; rename one of them")
             out[sk] = sv
     return out
+
+
+class CellRunRef(NamedTuple):
+    """What a grid needs to know of an existing cell run (:meth:`Tracker.cell_index`)."""
+
+    run_id: str
+    status: str
+    parent: str | None
+    computed_under: bool
 
 
 @dataclasses.dataclass
@@ -158,6 +170,11 @@ class Tracker:
         self.artifact_location = Path(root).resolve().as_uri() if root is not None else None
         self._experiment_id: str | None = None
         self.view = view
+
+    @property
+    def is_sqlite(self) -> bool:
+        """A SQLite file (one writer at a time), not a tracking server."""
+        return self._sqlite is not None
 
     @cached_property
     def client(self) -> MlflowClient:
@@ -310,17 +327,21 @@ class Tracker:
 
     def log_cell(self, parent_id: str, cell_key: str, run_name: str, params: dict, metrics: dict, tags: dict,
                  tables: dict[str, list[dict]] | None = None, figures: dict[str, Figure] | None = None,
-                 status: str = "FINISHED") -> str:
+                 status: str = "FINISHED", earlier: list[str] | None = None) -> str:
         """One finished (or failed: ``status="FAILED"`` and an ``error`` tag) cell as a child run.
 
         Metrics keep only finite numbers (bools as 0/1); strings such as ``stop_reason`` become tags and
         NaN/None are listed in the ``sragu.skipped_metrics`` tag.  Tables are logged as ``<name>.json``
         (a list of row objects, NaN → null), figures as ``<name>.png`` and then closed.  Earlier runs
-        of the same cell key are soft-deleted once this one is written.
+        of the same cell key are soft-deleted once this one is written: ``earlier`` names them (from
+        :meth:`cell_index`, listed once for a whole grid), else they are looked up.
+
+        Three requests without artifacts: the run with its tags, one batch of params and metrics (more only past
+        MLflow's per-batch limits), its end.
         """
         try:
             _check_status(status)
-            earlier = self._cell_runs(cell_key)
+            earlier = self._cell_runs(cell_key) if earlier is None else list(earlier)
             model = str(tags.get("model") or "")
             flat = _params(applicable_params(flatten(params), model=model if model not in ("", "None") else None))
             nums, strings, skipped = _split_metrics(metrics)
@@ -333,8 +354,7 @@ class Tracker:
             run = self.client.create_run(self.experiment_id(), run_name=run_name, tags=run_tags)
             run_id = run.info.run_id
             with self._fail_run_on_error(run_id):
-                self._log_params(run_id, flat)
-                self._log_metrics(run_id, nums)
+                self._log_batch(run_id, flat, nums)
                 for name, rows in (tables or {}).items():
                     text = json.dumps(_jsonable(rows), indent=1, allow_nan=False)
                     self.client.log_text(run_id, text, name if name.endswith(".json") else f"{name}.json")
@@ -349,27 +369,50 @@ class Tracker:
 
     def logged_cells(self) -> dict[str, str]:
         """``{cell_key: status}`` of the experiment's active cell runs (the newest run per key)."""
-        out: dict[str, str] = {}
+        return {key: runs[0].status for key, runs in self.cell_index().items()}
+
+    def cell_index(self) -> dict[str, list[CellRunRef]]:
+        """``{cell_key: [CellRunRef, ...]}`` of the experiment's active cell runs, newest first: one listing
+        (1,000 runs a page) that serves reconciliation, replacement and adoption for a whole grid, instead of a
+        search per cell."""
+        out: dict[str, list[CellRunRef]] = {}
         token = None
         while True:
             page = self.client.search_runs([self.experiment_id()], filter_string="tags.`sragu.role` = 'cell'",
-                                           order_by=["attributes.start_time ASC"], max_results=1000,
+                                           order_by=["attributes.start_time DESC"], max_results=1000,
                                            page_token=token)
             for r in page:
                 key = r.data.tags.get("sragu.cell_key")
                 if key:
-                    out[key] = r.info.status
+                    t = r.data.tags
+                    out.setdefault(key, []).append(CellRunRef(r.info.run_id, r.info.status,
+                                                              t.get("mlflow.parentRunId"),
+                                                              "sragu.computed_under" in t))
             token = page.token
             if not token:
                 return out
 
-    def adopt_cells(self, parent_id: str, keys: Iterable[str]) -> int:
+    def adopt_cells(self, parent_id: str, keys: Iterable[str], index: dict[str, list[CellRunRef]] | None = None
+                    ) -> int:
         """Move the FINISHED cell runs of ``keys`` that hang under another parent under ``parent_id``; how many.
 
         For a rerun that finds cells cached in the store: without this its parent would have no children and the
         newest invocation would not show the grid it reports.  The run itself is kept (its metrics, artifacts and
         start time); it gains ``sragu.cached=true`` and, the first time it moves, ``sragu.computed_under`` (the
-        parent that computed it).  The earlier parent keeps its ``cells_*`` metrics, not these children."""
+        parent that computed it).  The earlier parent keeps its ``cells_*`` metrics, not these children.
+        ``index`` (:meth:`cell_index`) saves listing the runs again."""
+        if index is not None:
+            moved = 0
+            for key in keys:
+                runs = [r for r in index.get(key, ()) if r.status == "FINISHED"]
+                for r in runs[:1]:
+                    if r.parent != parent_id:
+                        tags = [RunTag("mlflow.parentRunId", parent_id), RunTag("sragu.cached", "true")]
+                        if r.parent and not r.computed_under:
+                            tags.append(RunTag("sragu.computed_under", r.parent))
+                        self.client.log_batch(r.run_id, tags=tags)
+                        moved += 1
+            return moved
         wanted, moved, token = set(keys), 0, None
         while wanted:
             page = self.client.search_runs(
@@ -417,6 +460,18 @@ class Tracker:
     def _log_params(self, run_id: str, flat: list[Param]) -> None:
         for i in range(0, len(flat), _PARAMS_PER_BATCH):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run_id, params=flat[i:i + _PARAMS_PER_BATCH])
+
+    def _log_batch(self, run_id: str, params: list[Param], metrics: dict[str, float]) -> None:
+        """Params and metrics in as few ``log_batch`` requests as MLflow's limits allow (per request: 100 params,
+        1,000 metrics, 1,000 entries in all) — one for a cell."""
+        now = int(time.time() * 1000)
+        ms = [Metric(k, v, now, 0) for k, v in metrics.items()]
+        ps = list(params)
+        while ps or ms:
+            p_part = ps[:_PARAMS_PER_BATCH]
+            m_part = ms[:_METRICS_PER_BATCH - len(p_part)]
+            self.client.log_batch(run_id, params=p_part, metrics=m_part)
+            ps, ms = ps[len(p_part):], ms[len(m_part):]
 
     def _log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         now = int(time.time() * 1000)
@@ -496,18 +551,28 @@ class TrackedRun:
         self.parent = ParentRun("")
         self.error: str | None = None
         self.pending = 0  # cells that could not be logged this run
+        self.index: dict[str, list[CellRunRef]] | None = None  # the experiment's cell runs when the run started
+        self.logger: CellLogger | None = None
+        self.blocked_s = 0.0  # time the caller spent waiting on MLflow (calls made here, and the final drain)
 
     def _try(self, what: str, fn: Callable[[], Any]) -> Any:
         if self.error is not None:
             return None
+        t0 = time.perf_counter()
         try:
             return fn()
         except Exception as e:  # noqa: BLE001 — tracking is best effort; the store holds the results
-            self.error = f"{what} failed: {_short_reason(e)}"
+            self._stopped(f"{what} failed: {_short_reason(e)}")
+            return None
+        finally:
+            self.blocked_s += time.perf_counter() - t0
+
+    def _stopped(self, error: str) -> None:
+        if self.error is None:
+            self.error = error
             print(f"mlflow: {self.error} at {redact(self.tracker.tracking_uri)}; logging stops for this run, "
                   f"results keep going to the store, and the next run logs what MLflow lacks", file=self.stream,
                   flush=True)
-            return None
 
     def __enter__(self) -> TrackedRun:
         run_id = self._try("starting the run", lambda: self.tracker.start_parent(self.run_name, self.config,
@@ -541,23 +606,77 @@ class TrackedRun:
         return self._try("ending orphaned parent runs", lambda: self.tracker.end_orphans(alive)) or []
 
     def log_cell(self, cell_key: str, run_name: str, **kw) -> str | None:
+        """Log one cell now (the caller waits); its earlier runs come from :attr:`index` when it was listed."""
         if not self.parent.run_id or self.error is not None:
             self.pending += 1
             return None
+        if self.index is not None and "earlier" not in kw:
+            kw["earlier"] = [r.run_id for r in self.index.get(cell_key, ())]
         run_id = self._try(f"logging cell {cell_key}",
                            lambda: self.tracker.log_cell(self.parent.run_id, cell_key, run_name, **kw))
         if run_id is None:
             self.pending += 1
         return run_id
 
+    def log_job(self, job: CellJob) -> str:
+        """Log a :class:`CellJob` (raises on failure: the caller decides what a failure means).  Its α/ω figure is
+        drawn here, one at a time (matplotlib's renderer is not thread-safe)."""
+        figures = None
+        if job.alpha_omega:
+            with _FIGURE_LOCK:
+                figures = {"alpha_omega.png": alpha_omega_figure(job.alpha_omega)}
+        earlier = [r.run_id for r in (self.index or {}).get(job.cell_key, ())] if self.index is not None else None
+        return self.tracker.log_cell(self.parent.run_id, job.cell_key, job.run_name, params=job.params,
+                                     metrics=job.metrics, tags=job.tags,
+                                     tables={"alpha_omega": job.alpha_omega} if job.alpha_omega else None,
+                                     figures=figures, status=job.status, earlier=earlier)
+
+    def start_logger(self, rebuild: Callable[[str], CellJob | None], *, threads: int, queue_size: int) -> None:
+        """From now on :meth:`submit` logs on ``threads`` background threads (:class:`CellLogger`); cells that do
+        not fit the queue are logged later from the store through ``rebuild(key)``."""
+        if not self.parent.run_id or self.error is not None:
+            return
+        self.logger = CellLogger(self.log_job, rebuild, threads=threads, queue_size=queue_size,
+                                 on_error=lambda e: self._stopped(f"logging cells failed: {_short_reason(e)}"))
+
+    def submit(self, job: CellJob) -> None:
+        """Log ``job`` in the background when :meth:`start_logger` was called, else now (:meth:`log_job`)."""
+        if not self.parent.run_id or self.error is not None:
+            self.pending += 1
+        elif self.logger is not None:
+            self.logger.submit(job)
+        elif self._try(f"logging cell {job.cell_key}", lambda: self.log_job(job)) is None:
+            self.pending += 1
+
+    def drain(self, timeout: float | None) -> int:
+        """Wait up to ``timeout`` seconds for the background logging to finish; the cells it did not log are added
+        to :attr:`pending` (the next run logs them from the store).  Returns how many."""
+        if self.logger is None:
+            return 0
+        t0 = time.perf_counter()
+        left = self.logger.drain(timeout)
+        self.blocked_s += time.perf_counter() - t0
+        if left and self.error is None:
+            self._stopped(f"logging did not finish within tracking.drain_timeout_s={timeout:g} s "
+                          f"({self.logger.logged} cells logged, {left} left)")
+        self.pending += left
+        return left
+
+    def list_cells(self) -> dict[str, list[CellRunRef]] | None:
+        """List the experiment's cell runs once (:meth:`Tracker.cell_index`) into :attr:`index`."""
+        self.index = self._try("listing logged cells", self.tracker.cell_index)
+        return self.index
+
     def logged_cells(self) -> dict[str, str] | None:
-        return self._try("listing logged cells", self.tracker.logged_cells)
+        index = self.index if self.index is not None else self.list_cells()
+        return None if index is None else {k: runs[0].status for k, runs in index.items()}
 
     def adopt_cells(self, keys: Iterable[str]) -> int:
         """Move the runs of cells this invocation found cached under its parent (:meth:`Tracker.adopt_cells`)."""
         if not self.parent.run_id or self.error is not None:
             return 0
-        return self._try("linking cached cells", lambda: self.tracker.adopt_cells(self.parent.run_id, keys)) or 0
+        return self._try("linking cached cells",
+                         lambda: self.tracker.adopt_cells(self.parent.run_id, keys, self.index)) or 0
 
     def ui_hint(self, port: int = UI_PORT) -> str:
         """The command and links that show this invocation (:meth:`Tracker.ui_hint`); the report link when a
