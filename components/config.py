@@ -111,14 +111,25 @@ class TrackingConfig:
     takes one writer at a time) from a queue of ``queue_size`` cells; past that the cell's key waits and its row is
     logged from the store, so the grid never waits for MLflow.  ``sync`` logs each cell as it finishes, the driver
     waiting (the simple path; the same runs).  After the grid the driver waits at most ``drain_timeout_s`` for the
-    logging to finish (null: no limit); the cells not logged by then are logged from the store by the next run."""
+    logging to finish (null: no limit); the cells not logged by then are logged from the store by the next run.
+
+    ``cells`` chooses per-cell child runs or per-group ones (:meth:`cell_runs`)."""
 
     mode: str = "async"
     threads: int = 4
     queue_size: int = 256
     drain_timeout_s: float | None = 1800.0
+    # what a child run is: one per cell (`runs`: 3 requests a cell, ~1,000 cells/min on a 2-core server), one per
+    # dataset × model × regime × method with the group's mean metrics and its cells' rows as `cells.parquet`
+    # (`groups`: a few requests per group, logged from the consolidated table), or `auto`: runs up to
+    # `max_cell_runs` cells in the grid, groups above
+    cells: str = "auto"
+    max_cell_runs: int = 2000
 
     def __post_init__(self):
+        check(self.cells in ("auto", "runs", "groups"), "tracking.cells", self.cells, "auto, runs or groups")
+        check(isinstance(self.max_cell_runs, int) and self.max_cell_runs >= 0, "tracking.max_cell_runs",
+              self.max_cell_runs, "an integer >= 0")
         check(self.mode in ("async", "sync"), "tracking.mode", self.mode, "async or sync")
         check(isinstance(self.threads, int) and self.threads >= 1, "tracking.threads", self.threads,
               "an integer >= 1")
@@ -126,6 +137,10 @@ class TrackingConfig:
               "an integer >= 1")
         check(self.drain_timeout_s is None or self.drain_timeout_s >= 0, "tracking.drain_timeout_s",
               self.drain_timeout_s, "null (no limit) or seconds >= 0")
+
+    def cell_runs(self, n_cells: int) -> bool:
+        """Whether a grid of ``n_cells`` cells logs one child run per cell (else one per group)."""
+        return self.cells == "runs" or (self.cells == "auto" and n_cells <= self.max_cell_runs)
 
 
 @dataclass(frozen=True)

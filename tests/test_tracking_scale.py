@@ -150,3 +150,50 @@ def test_drain_timeout_leaves_the_rest_pending_for_the_next_run(slow, mlflow_ser
         left = run.drain(timeout=0.5)  # 30 cells × 3 requests × 0.15 s cannot finish in 0.5 s
         assert 0 < left <= 30 and run.pending == left
         assert "drain_timeout_s" in run.error
+
+
+@pytest.mark.slow
+def test_group_runs_hold_the_same_cells_as_one_run_per_cell(tmp_path, mlflow_server):
+    """The same grid logged one run per cell (synchronously: one cell's calls at a time) and one run per group:
+    the cells read back from MLflow are identical, and equal the results table's numbers."""
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+    from conftest import ROOT
+
+    from components.io.tracking import _split_metrics as split
+    from components.io.tracking import cells_from_mlflow, row_metrics
+
+    uri = mlflow_server[0]
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "MLFLOW_TRACKING_URI": uri,
+           "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    name = f"scale{time.time_ns() % 10**9}"
+    base = [sys.executable, "pipelines/benchmark.py", "--preset", "smoke", "--out", str(tmp_path / "out"),
+            "--set", f"name={name}", "--set", "methods=[retrain_indep,agu,sragu]"]
+    runs = subprocess.run([*base, "--set", "tracking.cells=runs", "--set", "tracking.mode=sync"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert runs.returncode == 0, runs.stdout[-2000:] + runs.stderr[-2000:]
+    groups = subprocess.run([*base, "--set", "tracking.cells=groups"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert groups.returncode == 0, groups.stdout[-2000:] + groups.stderr[-2000:]
+    assert "one child run per dataset × model × regime × method" in groups.stdout
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(f"sragu-{name}")
+    parents = sorted(client.search_runs([exp.experiment_id], "tags.`sragu.role` = 'parent'"),
+                     key=lambda r: r.info.start_time)
+    assert len(parents) == 2
+    per_cell = cells_from_mlflow(client, exp.experiment_id, parents[0].info.run_id)
+    per_group = cells_from_mlflow(client, exp.experiment_id, parents[1].info.run_id)
+    assert len(per_cell) == 6 and per_cell == per_group
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parents[1].info.run_id}'")
+    assert len(children) == 6 and {r.data.tags["sragu.role"] for r in children} == {"group"}  # 2 regimes × 3
+    sragu = next(r for r in children if r.data.tags["method"] == "sragu")
+    assert sragu.data.metrics["cells_ok"] == 1 and sragu.data.params["sragu.omega_map"] == "gaussian"
+    # and both equal the table the run wrote: every finite number of every row
+    out = sorted(p for p in (tmp_path / "out").glob(f"{name}-*") if p.is_dir())[-1]
+    table = {r["cell_key"]: {"cell_key": r["cell_key"], **split(row_metrics(r))[0]}
+             for r in pq.read_table(out / "results.parquet").to_pylist()}
+    assert [table[k] for k in sorted(table)] == per_group
+    assert any(k.startswith("multiplier.") for row in per_group for k in row)  # SRAGU's c·ω_ℓ, spread as metrics

@@ -35,7 +35,7 @@ from ..config import Resolved
 from ..io.cell_logger import CellJob
 from ..io.leases import Leases
 from ..io.store import Store, is_corrupt, reason, rows_table
-from ..io.tracking import TrackedRun, redact
+from ..io.tracking import TrackedRun, redact, row_metrics
 from ..report import summary_table, write_report
 from .grid import init_ray, run_grid
 from .plan import Cell, code_hash, git_revision, plan_cells
@@ -182,14 +182,22 @@ def _run(p: Prepared, cells: list[Cell], tables: dict[str, pa.Table], mine: list
             "sragu.driver": leases.id}
     with TrackedRun(p.tracker, run_dir.name, config, tags) as tracking:
         tracking.end_orphans(leases.alive)
-        tracking.list_cells()  # one listing of the experiment's cell runs serves the whole grid
         by_key = {c.key: c for c in cells}
-        if bench.tracking.mode == "async":
-            tracking.start_logger(lambda key: _stored_job(p, resolved, by_key[key]),
-                                  queue_size=bench.tracking.queue_size,
-                                  threads=1 if p.tracker.is_sqlite else bench.tracking.threads)
-        reconciled = _reconcile(p, resolved, cells, tables, tracking)
-        tracking.adopt_cells(list(tables))  # cells found in the store: under this run's parent, tagged cached
+        per_cell = bench.tracking.cell_runs(len(cells))
+        reconciled = 0
+        if per_cell:
+            tracking.list_cells()  # one listing of the experiment's cell runs serves the whole grid
+            if bench.tracking.mode == "async":
+                tracking.start_logger(lambda key: _stored_job(p, resolved, by_key[key]),
+                                      queue_size=bench.tracking.queue_size,
+                                      threads=1 if p.tracker.is_sqlite else bench.tracking.threads)
+            reconciled = _reconcile(p, resolved, cells, tables, tracking)
+            tracking.adopt_cells(list(tables))  # cells found in the store: under this run's parent, tagged cached
+        else:
+            progress.note(f"mlflow: {len(cells)} cells > tracking.max_cell_runs={bench.tracking.max_cell_runs}: one "
+                          "child run per dataset × model × regime × method, logged from the table at the end"
+                          if bench.tracking.cells == "auto" else
+                          "mlflow: one child run per dataset × model × regime × method (tracking.cells=groups)")
         progress.note(f"{len(cells)} cells: {len(mine)} to run, {len(tables)} already in {p.store.uri}"
                       + (f", {len(others)} being computed by another run" if others else "")
                       + (f"; {reconciled} logged to MLflow from the store" if reconciled else ""))
@@ -203,7 +211,8 @@ def _run(p: Prepared, cells: list[Cell], tables: dict[str, pa.Table], mine: list
             else:
                 failed[cell.key] = row
             leases.release(cell.key)
-            tracking.submit(_cell_job(resolved, cell, row, result["alpha_omega"]))
+            if per_cell:
+                tracking.submit(_cell_job(resolved, cell, row, result["alpha_omega"]))
 
         if mine:
             run_grid(resolved, mine, p.store, p.datasets, extra, on_result, progress)
@@ -224,6 +233,9 @@ def _run(p: Prepared, cells: list[Cell], tables: dict[str, pa.Table], mine: list
         except Exception as e:  # noqa: BLE001 — the table is in the run folder; say so and exit 1
             problems.append(f"store: writing {table_key} failed ({reason(e)}); "
                             f"the table is in {run_dir / 'results.parquet'}")
+        if not per_cell:
+            tracking.log_groups(run_dir / "results.parquet",
+                                lambda row: _cell_params(by_key[row["cell_key"]], resolved))
         note = None
         if tuned_methods:
             note = (f"Configurations of {', '.join(sorted(tuned_methods))} come from "
@@ -262,12 +274,8 @@ def _cell_job(resolved: Resolved, cell: Cell, row: dict, ao: list | None, **extr
     tags.update(extra_tags)
     if row["status"] == "failed":
         tags["error"] = row["error"]
-    metrics = dict(row)
-    if isinstance(row.get("layer_multipliers"), str) and row["layer_multipliers"]:
-        # the effective per-layer step multiplier c·ω_ℓ, one MLflow metric per layer (the row keeps the JSON)
-        metrics.update({f"multiplier.{k}": v for k, v in json.loads(metrics.pop("layer_multipliers")).items()})
     return CellJob(cell.key, f"{cell.method}/{cell.forget.label()}/s{cell.seed}", _cell_params(cell, resolved),
-                   metrics, tags, "FINISHED" if row["status"] == "ok" else "FAILED", ao or None)
+                   row_metrics(row), tags, "FINISHED" if row["status"] == "ok" else "FAILED", ao or None)
 
 
 def _stored_job(p: Prepared, resolved: Resolved, cell: Cell) -> CellJob | None:

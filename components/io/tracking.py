@@ -55,7 +55,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path, PurePosixPath
@@ -86,7 +86,8 @@ from .mlflow_view import (
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["CELLS", "TRIALS", "RunsView", "Tracker", "ParentRun", "TrackedRun", "alpha_omega_figure",
+__all__ = ["CELLS", "GROUP_KEYS", "TRIALS", "RunsView", "Tracker", "ParentRun", "TrackedRun", "alpha_omega_figure",
+           "cells_from_mlflow", "row_metrics",
            "applicable_params", "default_tracking_uri", "display_value", "flatten", "redact", "resolve_tracking_uri",
            "ui_link"]
 
@@ -100,6 +101,7 @@ HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACK
                "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 _SIG_DIGITS = 6  # params and tags show floats to this many significant digits (metrics keep full precision)
 _MAX_NOTE = 5000  # experiment tags hold at most 5000 characters (run tags 8000)
+GROUP_KEYS = ("dataset", "model", "regime", "method")  # a group run's cells: every seed of one method on one regime
 
 
 def default_tracking_uri(run_root: Path) -> str:
@@ -366,6 +368,45 @@ class Tracker:
         for old in earlier:
             self.client.delete_run(old)
         return run_id
+
+    def log_groups(self, parent_id: str, table: Path, params_of: Callable[[dict], dict],
+                   keys: Sequence[str] = GROUP_KEYS) -> int:
+        """One child run per group of the consolidated ``table`` (a Parquet file; groups by ``keys``): for a grid too
+        large for a run per cell.  Each run holds the group's applicable params (``params_of(first row)``), the
+        mean over its ok cells of every numeric column as metrics (``cells_ok``, ``cells_failed``), its coordinates
+        as tags, and its rows as ``cells.parquet``; :func:`cells_from_mlflow` reads the cells back.  A few requests
+        per group, whatever its size.  Returns how many groups were logged."""
+        import pyarrow.parquet as pq
+
+        df = pq.read_table(table).to_pandas()
+        if df.empty:
+            return 0
+        n = 0
+        for coords, g in df.groupby(list(keys), sort=False, dropna=False):
+            coords = dict(zip(keys, coords))
+            ok = g[g["status"] == "ok"] if "status" in g else g
+            means = ok.select_dtypes("number").mean(numeric_only=True).to_dict()
+            means = {k: v for k, v in means.items() if k not in ("seed",)}
+            means.update(cells_ok=len(ok), cells_failed=len(g) - len(ok))
+            nums, _, skipped = _split_metrics(means)
+            model = str(coords.get("model") or "")
+            flat = _params({k: v for k, v in applicable_params(flatten(params_of(g.iloc[0].to_dict())),
+                                                                 model=model or None).items() if k != "seed"})
+            tags = {**_tag_values(coords), "sragu.role": "group", "mlflow.parentRunId": parent_id,
+                    "sragu.group": "/".join(str(coords[k]) for k in keys)}
+            if skipped:
+                tags["sragu.skipped_metrics"] = ",".join(skipped)
+            name = f"{coords.get('method')}/{coords.get('regime')}"
+            run_id = self.client.create_run(self.experiment_id(), run_name=name, tags=tags).info.run_id
+            with self._fail_run_on_error(run_id):
+                self._log_batch(run_id, flat, nums)
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = Path(tmp) / "cells.parquet"
+                    pq.write_table(pa_table(g), path)
+                    self.client.log_artifact(run_id, str(path))
+            self.client.set_terminated(run_id, status="FINISHED" if len(ok) == len(g) else "FAILED")
+            n += 1
+        return n
 
     def logged_cells(self) -> dict[str, str]:
         """``{cell_key: status}`` of the experiment's active cell runs (the newest run per key)."""
@@ -662,6 +703,12 @@ class TrackedRun:
         self.pending += left
         return left
 
+    def log_groups(self, table: Path, params_of: Callable[[dict], dict]) -> int:
+        """One child run per group of the consolidated table (:meth:`Tracker.log_groups`); how many."""
+        if not self.parent.run_id or self.error is not None:
+            return 0
+        return self._try("logging groups", lambda: self.tracker.log_groups(self.parent.run_id, table, params_of)) or 0
+
     def list_cells(self) -> dict[str, list[CellRunRef]] | None:
         """List the experiment's cell runs once (:meth:`Tracker.cell_index`) into :attr:`index`."""
         self.index = self._try("listing logged cells", self.tracker.cell_index)
@@ -683,6 +730,51 @@ class TrackedRun:
         ``report.md`` was logged on the parent."""
         report = "report.md" if "report.md" in self.parent.artifacts and self.error is None else None
         return self.tracker.ui_hint(self.parent.run_id or None, report, port)
+
+
+def pa_table(df):
+    """A pandas frame → an Arrow table without the index."""
+    import pyarrow as pa
+
+    return pa.Table.from_pandas(df, preserve_index=False)
+
+
+def row_metrics(row: Mapping) -> dict:
+    """A result row as a cell run's metrics: the row, with ``layer_multipliers`` (JSON) spread into one
+    ``multiplier.<layer>`` metric per layer (the effective step multiplier c·ω_ℓ SRAGU applied)."""
+    metrics = dict(row)
+    if isinstance(row.get("layer_multipliers"), str) and row["layer_multipliers"]:
+        metrics.update({f"multiplier.{k}": v for k, v in json.loads(metrics.pop("layer_multipliers")).items()})
+    return metrics
+
+
+def cells_from_mlflow(client: MlflowClient, experiment_id: str, parent_id: str) -> list[dict]:
+    """The cells a parent run holds, read back from MLflow whichever way they were logged: ``{"cell_key": ...,
+    <metric>: value}`` with every finite number of the cell (its run's metrics, or :func:`row_metrics` of its row
+    in a group run's ``cells.parquet``; bools as 0/1), sorted by cell key.  What a per-cell and a per-group log of
+    one grid must agree on."""
+    import pyarrow.parquet as pq
+
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=1000,
+                                  page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            break
+    out: dict[str, dict] = {}
+    for r in runs:
+        role = r.data.tags.get("sragu.role")
+        if role == "cell":
+            key = r.data.tags["sragu.cell_key"]
+            out[key] = {"cell_key": key, **r.data.metrics}
+        elif role == "group":
+            with tempfile.TemporaryDirectory() as tmp:
+                path = client.download_artifacts(r.info.run_id, "cells.parquet", tmp)
+                for row in pq.read_table(path).to_pylist():
+                    out[row["cell_key"]] = {"cell_key": row["cell_key"], **_split_metrics(row_metrics(row))[0]}
+    return [out[k] for k in sorted(out)]
 
 
 def alpha_omega_figure(rows: list[dict]) -> Figure:
