@@ -86,7 +86,8 @@ class RayConfig:
     num_cpus: int | None = None
     train: TaskResources = field(default_factory=TaskResources)  # originals, forget sets, golds
     cell: TaskResources = field(default_factory=TaskResources)  # one method + its evaluation
-    max_in_flight: int = 64
+    # cells submitted at once; null: twice the cells the cluster's alive CPUs run at once (at least 16)
+    max_in_flight: int | None = None
     max_retries: int = 1
     # no cell finished for this long (seconds; 0 = wait forever): the cells left become failed rows with a
     # "stalled" error and the run ends with exit code 1.  Longer than the slowest cell plus its upstream tasks.
@@ -97,7 +98,8 @@ class RayConfig:
 
     def __post_init__(self):
         check(self.num_cpus is None or self.num_cpus >= 1, "ray.num_cpus", self.num_cpus, "null or >= 1")
-        check(self.max_in_flight >= 1, "ray.max_in_flight", self.max_in_flight, "an integer >= 1")
+        check(self.max_in_flight is None or self.max_in_flight >= 1, "ray.max_in_flight", self.max_in_flight,
+              "null (from the cluster) or an integer >= 1")
         check(self.max_retries >= 0, "ray.max_retries", self.max_retries, "an integer >= 0")
         check(self.stall_timeout_s >= 0, "ray.stall_timeout_s", self.stall_timeout_s, "seconds >= 0 (0 = off)")
         check(self.lease_ttl_s >= 5, "ray.lease_ttl_s", self.lease_ttl_s, "seconds >= 5")

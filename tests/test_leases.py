@@ -9,11 +9,13 @@ import sys
 import time
 
 import boto3
+import pyarrow.parquet as pq
 import pytest
 from conftest import AWS_ENV
 
-from components.execution.benchmark_run import consolidate, verified_cells
+from components.execution.benchmark_run import verified_cells
 from components.execution.tasks import cached, cell_path
+from components.io.consolidate import consolidate_cells
 from components.io.leases import Leases, driver_identity
 from components.io.store import CorruptObject, Store, is_corrupt
 
@@ -114,11 +116,13 @@ def test_verified_cells_refuse_a_file_holding_another_cells_row(tmp_path):
     store.write_rows(cell_path("b"), [{"cell_key": "a", "status": "ok", "v": 1.0}])  # a's row under b's key
     store.put_bytes(cell_path("c"), b"PAR1 truncated")
     cells = [_Cell(k) for k in "abcd"]
-    tables = verified_cells(store, cells)
-    assert sorted(tables) == ["a"]
+    done = verified_cells(store, cells)
+    assert sorted(done) == ["a"]
     assert sorted(r["key"] for r in store.quarantined_since(0)) == [cell_path("b"), cell_path("c")]
-    table, missing = consolidate(cells, tables, {"d": {"cell_key": "d", "status": "failed", "error": "x"}})
-    assert table.column("cell_key").to_pylist() == ["a", "d"] and missing == ["b", "c"]
+    res = consolidate_cells(store, [c.key for c in cells], [{"cell_key": "d", "status": "failed", "error": "x"}],
+                            tmp_path / "t.parquet", path_of=cell_path)
+    assert pq.read_table(tmp_path / "t.parquet").column("cell_key").to_pylist() == ["a", "d"]
+    assert res.missing == ["b", "c"]
 
 
 def test_driver_identity_is_this_process():

@@ -25,7 +25,6 @@ import os
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
@@ -33,17 +32,18 @@ from sragu_core.config import flatten, to_dict
 
 from ..config import Resolved
 from ..io.cell_logger import CellJob
+from ..io.consolidate import RowSpool, consolidate_cells, verify_cells
 from ..io.leases import Leases
-from ..io.store import Store, is_corrupt, reason, rows_table
+from ..io.store import Store, is_corrupt, reason
 from ..io.tracking import TrackedRun, redact, row_metrics
 from ..report import summary_table, write_report
-from .grid import init_ray, run_grid
+from .grid import GridTasks, init_ray, run_grid
 from .plan import Cell, code_hash, git_revision, plan_cells
 from .preflight import Prepared, package_versions
 from .progress import Progress
 from .tasks import alpha_omega_path, cell_path, read_cell
 
-__all__ = ["run_benchmark", "consolidate"]
+__all__ = ["run_benchmark", "verified_cells"]
 
 
 def _cell_params(cell: Cell, resolved: Resolved) -> dict:
@@ -54,19 +54,25 @@ def _cell_params(cell: Cell, resolved: Resolved) -> dict:
                     "model": to_dict(bench.model), "dataset": cell.dataset, "seed": cell.seed})
 
 
-def run_benchmark(p: Prepared, *, tuned: dict | None = None) -> tuple[int, Path]:
+def run_benchmark(p: Prepared, *, tuned: dict | None = None, tasks: GridTasks | None = None) -> tuple[int, Path]:
     """Run the grid; returns (exit code, run folder).  Exit code 1 when any cell failed or is missing, or
     when MLflow or the store could not be written to the end.
 
     ``tuned`` (from a sweep's tuned-config file) marks which methods run with tuned configurations and on
-    which seed they were tuned; those rows get ``tuned=True`` and ``tuned_seed``.
+    which seed they were tuned; those rows get ``tuned=True`` and ``tuned_seed``.  ``tasks``: stand-ins for the
+    Ray tasks (``bench/scale.py`` only).
+
+    Writes ``<run>/driver.json``: the driver's own time per phase and how long it waited on MLflow.
     """
     t0 = time.time()
+    clock = _Phases()
     cells = plan_cells(p.resolved)
-    tables = verified_cells(p.store, cells)
-    todo = [c for c in cells if c.key not in tables]
+    clock.lap("plan_s")
+    done = verified_cells(p.store, cells)
+    clock.lap("verify_s")
+    todo = [c for c in cells if c.key not in done]
     print(_header(p, cells, len(todo)), flush=True)
-    progress = Progress(total=len(cells), cached=len(tables))
+    progress = Progress(total=len(cells), cached=len(done))
     progress.expect(todo)
     if todo:
         progress.start()  # the stages' totals with nothing done, at once: Ray takes seconds to start
@@ -79,7 +85,7 @@ def run_benchmark(p: Prepared, *, tuned: dict | None = None) -> tuple[int, Path]
             others = [c for c in todo if c.key not in leases.held]
             if others:  # their upstream tasks are the other driver's (a takeover counts its cells again)
                 progress.expect(mine, replace=True)
-            return _run(p, cells, tables, mine, others, leases, ray_up, tuned, t0, progress)
+            return _run(p, cells, done, mine, others, leases, ray_up, tuned, t0, progress, tasks, clock)
     finally:
         progress.close()
         ray_up.stop()
@@ -130,23 +136,18 @@ class _Ray:
             self.where = None
 
 
-def verified_cells(store: Store, cells: list[Cell]) -> dict[str, pa.Table]:
-    """``{cell_key: one-row table}`` of the cells whose files are in the store and verify.
+def verified_cells(store: Store, cells: list[Cell]) -> set[str]:
+    """The keys of the cells whose files are in the store and verify.
 
-    The store is listed once; a file that does not read back as one row of its own key is quarantined
-    (``Store.quarantine``), so its cell is run again."""
+    The store is listed once and the files are read in parallel, a chunk at a time, without keeping them
+    (:func:`components.io.consolidate.verify_cells`); a file that does not read back as one row of its own key
+    is quarantined (``Store.quarantine``), so its cell is run again."""
     present = set(store.list("cells/"))
-    out: dict[str, pa.Table] = {}
-    for c in cells:
-        if cell_path(c.key) not in present:
-            continue
-        try:
-            out[c.key] = read_cell(store, c.key)
-        except Exception as e:
-            if not is_corrupt(e):
-                raise
-            store.quarantine(cell_path(c.key), reason(e))
-    return out
+    keys = [c.key for c in cells if cell_path(c.key) in present]
+    ok, bad = verify_cells(store, keys, path_of=cell_path)
+    for key, why in bad.items():
+        store.quarantine(cell_path(key), why)
+    return set(ok)
 
 
 def _unique_dir(out: Path, name: str) -> Path:
@@ -162,8 +163,23 @@ def _unique_dir(out: Path, name: str) -> Path:
     raise FileExistsError(f"{out}: no free run folder name for {stem}")
 
 
-def _run(p: Prepared, cells: list[Cell], tables: dict[str, pa.Table], mine: list[Cell], others: list[Cell],
-         leases: Leases, ray_up: _Ray, tuned: dict | None, t0: float, progress: Progress) -> tuple[int, Path]:
+class _Phases:
+    """Wall time per phase of the driver (``<run>/driver.json``)."""
+
+    def __init__(self):
+        self.t = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = self.laps.get(name, 0.0) + now - self.t
+        self.t = now
+
+
+def _run(p: Prepared, cells: list[Cell], done: set[str], mine: list[Cell], others: list[Cell],
+         leases: Leases, ray_up: _Ray, tuned: dict | None, t0: float, progress: Progress,
+         tasks: GridTasks | None = None, clock: _Phases | None = None) -> tuple[int, Path]:
+    clock = clock or _Phases()
     resolved, bench = p.resolved, p.resolved.bench
     code, rev = code_hash(), git_revision()
     config = {"config": resolved.as_dict(), "code_version": code, "git_revision": rev,
@@ -191,72 +207,107 @@ def _run(p: Prepared, cells: list[Cell], tables: dict[str, pa.Table], mine: list
                 tracking.start_logger(lambda key: _stored_job(p, resolved, by_key[key]),
                                       queue_size=bench.tracking.queue_size,
                                       threads=1 if p.tracker.is_sqlite else bench.tracking.threads)
-            reconciled = _reconcile(p, resolved, cells, tables, tracking)
-            tracking.adopt_cells(list(tables))  # cells found in the store: under this run's parent, tagged cached
+            reconciled = _reconcile(p, resolved, cells, done, tracking)
+            tracking.adopt_cells(sorted(done))  # cells found in the store: under this run's parent, tagged cached
         else:
             progress.note(f"mlflow: {len(cells)} cells > tracking.max_cell_runs={bench.tracking.max_cell_runs}: one "
                           "child run per dataset × model × regime × method, logged from the table at the end"
                           if bench.tracking.cells == "auto" else
                           "mlflow: one child run per dataset × model × regime × method (tracking.cells=groups)")
-        progress.note(f"{len(cells)} cells: {len(mine)} to run, {len(tables)} already in {p.store.uri}"
+        progress.note(f"{len(cells)} cells: {len(mine)} to run, {len(done)} already in {p.store.uri}"
                       + (f", {len(others)} being computed by another run" if others else "")
                       + (f"; {reconciled} logged to MLflow from the store" if reconciled else ""))
 
         failed: dict[str, dict] = {}
+        spool = RowSpool(run_dir / ".rows.jsonl")  # this run's rows on local disk: the table needs no store read
 
         def on_result(cell: Cell, result: dict) -> None:
             row = result["row"]
             if row["status"] == "ok":
-                tables[cell.key] = rows_table([row])
+                done.add(cell.key)  # its row is in the store (the cell task wrote it before returning)
+                spool.add(row)
             else:
                 failed[cell.key] = row
             leases.release(cell.key)
             if per_cell:
                 tracking.submit(_cell_job(resolved, cell, row, result["alpha_omega"]))
 
+        clock.lap("start_s")
         if mine:
-            run_grid(resolved, mine, p.store, p.datasets, extra, on_result, progress)
+            run_grid(resolved, mine, p.store, p.datasets, extra, on_result, progress, tasks)
         if others:
-            _wait_for_others(p, others, tables, failed, leases, ray_up, extra, on_result, progress)
+            _wait_for_others(p, others, done, failed, leases, ray_up, extra, on_result, progress, tasks)
         progress.close()  # the final progress line, before the table and the report
+        clock.lap("grid_s")
         if tracking.logger is not None and tracking.logger.backlog:
             print(f"mlflow: logging the last {tracking.logger.backlog} cell(s)", flush=True)
         tracking.drain(bench.tracking.drain_timeout_s)
+        clock.lap("drain_s")
 
-        table, missing = consolidate(cells, tables, failed)
+        # the table streams from the cell files in plan order, a chunk at a time, then this run's failed cells
+        spool.flush()
+        keys, fails = [c.key for c in cells if c.key in done], [failed[c.key] for c in cells if c.key in failed]
+        problems = []
+        try:
+            result = consolidate_cells(p.store, keys, fails, run_dir / "results.parquet", path_of=cell_path,
+                                       local=spool.table)
+            for key, why in result.corrupt.items():  # verified earlier, unreadable now: rerun it next time
+                p.store.quarantine(cell_path(key), why)
+            lost = list(result.corrupt)
+        except Exception as e:  # noqa: BLE001 — the store went away: the table of this run's cells, exit 1
+            if is_corrupt(e):
+                raise
+            result = consolidate_cells(p.store, [k for k in keys if k in spool], fails, run_dir / "results.parquet",
+                                       path_of=cell_path, local=spool.table)
+            lost = [k for k in keys if k not in spool]
+            problems.append(f"store: reading the cached cells failed ({reason(e)}); the table holds this run's "
+                            f"{len(spool.keys())} finished cell(s), not {len(lost)} cached one(s)")
+        spool.close()
+        missing = [c.key for c in cells if c.key not in done and c.key not in failed] + lost
         table_key = f"tables/{bench.name}.parquet"
-        pq.write_table(table, run_dir / "results.parquet")
-        problems = [f"{len(missing)} cell(s) neither finished nor failed: {', '.join(missing[:5])}"
-                    f"{' …' if len(missing) > 5 else ''}"] if missing else []
+        clock.lap("consolidate_s")
+        if missing:
+            problems.insert(0, f"{len(missing)} cell(s) neither finished nor failed: {', '.join(missing[:5])}"
+                               f"{' …' if len(missing) > 5 else ''}")
         try:
             p.store.put_bytes(table_key, (run_dir / "results.parquet").read_bytes())
         except Exception as e:  # noqa: BLE001 — the table is in the run folder; say so and exit 1
             problems.append(f"store: writing {table_key} failed ({reason(e)}); "
                             f"the table is in {run_dir / 'results.parquet'}")
+        clock.lap("store_s")
         if not per_cell:
             tracking.log_groups(run_dir / "results.parquet",
                                 lambda row: _cell_params(by_key[row["cell_key"]], resolved))
+        clock.lap("groups_s")
         note = None
         if tuned_methods:
             note = (f"Configurations of {', '.join(sorted(tuned_methods))} come from "
                     f"{tuned.get('source', 'a sweep')}, tuned on seed {tuned_seed}; evaluated on held-out seeds "
                     f"{list(bench.seeds)}.")
-        report = write_report(table.to_pandas(), run_dir / "report", title=f"SRAGU benchmark: {bench.name}",
-                              tuned_note=note)
-        rows = table.to_pylist()
-        ok = [r for r in rows if r.get("status") == "ok"]
+        frame = pq.read_table(run_dir / "results.parquet").to_pandas()  # the report reads the table only
+        report = write_report(frame, run_dir / "report", title=f"SRAGU benchmark: {bench.name}", tuned_note=note)
+        clock.lap("report_s")
+        n_ok = int((frame["status"] == "ok").sum()) if len(frame) else 0
         tracking.parent.artifacts = {"results.parquet": run_dir / "results.parquet", "report.md": report,
                                      "report": run_dir / "report"}
-        tracking.parent.metrics = {"cells_ok": len(ok), "cells_failed": len(failed), "cells_cached": progress.cached,
+        tracking.parent.metrics = {"cells_ok": n_ok, "cells_failed": len(failed), "cells_cached": progress.cached,
                                    "cells_missing": len(missing)}
         tracking.parent.status = "FAILED" if failed or missing else "FINISHED"
+    clock.lap("finish_s")
+    logger = tracking.logger
+    (run_dir / "driver.json").write_text(json.dumps({
+        "cells": len(cells), "mlflow_mode": ("runs" if per_cell else "groups") + f" ({bench.tracking.mode})",
+        **{k: round(v, 3) for k, v in clock.laps.items()}, "mlflow_blocked_s": round(tracking.blocked_s, 3),
+        "mlflow_logged": logger.logged if logger else None,
+        "mlflow_logging_busy_s": round(logger.busy_s, 3) if logger else None,
+        "mlflow_overflowed": logger.overflowed if logger else None}, indent=1))
     if tracking.error is not None:
         problems.append(f"mlflow: {tracking.error}; {tracking.pending} cell(s) not logged — rerun the same "
                         "command to log them from the store")
     for h in _healed(p.store, t0):
         print(f"healed: {h['key']} failed verification ({h['reason']}); moved to {h['moved_to']} and recomputed")
-    print(summary_table(rows))
-    print(f"\n{len(rows)} cells ({len(ok)} ok, {len(failed)} failed, {progress.cached} cached"
+    print(summary_table(frame))
+    print(f"\n{len(frame)} cells ({n_ok} ok, {len(failed)} failed, {progress.cached} cached"
           f"{f', {len(missing)} missing' if missing else ''})\n"
           f"table:  {run_dir / 'results.parquet'}  (and {p.store.uri}/{table_key})\n"
           f"report: {report}\n"
@@ -294,8 +345,7 @@ def _stored_job(p: Prepared, resolved: Resolved, cell: Cell) -> CellJob | None:
     return _cell_job(resolved, cell, row, ao, **{"sragu.logged_from": "store"})
 
 
-def _reconcile(p: Prepared, resolved: Resolved, cells: list[Cell], tables: dict[str, pa.Table],
-               tracking: TrackedRun) -> int:
+def _reconcile(p: Prepared, resolved: Resolved, cells: list[Cell], done: set[str], tracking: TrackedRun) -> int:
     """Log every cell the store holds and MLflow lacks (or has only as FAILED); returns how many.  With background
     logging they are queued behind the grid's cells (read from the store by the logging threads)."""
     logged = tracking.logged_cells()
@@ -303,7 +353,7 @@ def _reconcile(p: Prepared, resolved: Resolved, cells: list[Cell], tables: dict[
         return 0
     n = 0
     for c in cells:
-        if c.key in tables and logged.get(c.key) != "FINISHED":
+        if c.key in done and logged.get(c.key) != "FINISHED":
             if tracking.logger is not None:
                 tracking.logger.submit_key(c.key)
             else:
@@ -316,8 +366,9 @@ def _reconcile(p: Prepared, resolved: Resolved, cells: list[Cell], tables: dict[
     return n
 
 
-def _wait_for_others(p: Prepared, others: list[Cell], tables: dict, failed: dict, leases: Leases, ray_up: _Ray,
-                     extra, on_result, progress: Progress, poll_s: float = 2.0) -> None:
+def _wait_for_others(p: Prepared, others: list[Cell], done: set[str], failed: dict, leases: Leases, ray_up: _Ray,
+                     extra, on_result, progress: Progress, tasks: GridTasks | None = None,
+                     poll_s: float = 2.0) -> None:
     """Cells another driver claimed: take each from the store once written; run those whose driver is gone.
 
     Gives up after ``ray.stall_timeout_s`` without one of them finishing: they become failed rows."""
@@ -333,7 +384,8 @@ def _wait_for_others(p: Prepared, others: list[Cell], tables: dict, failed: dict
         for key in list(waiting):
             try:
                 if p.store.exists(cell_path(key)):
-                    tables[key] = read_cell(p.store, key)
+                    read_cell(p.store, key)  # verifies: one row of its key
+                    done.add(key)
                     del waiting[key]
                     progress.cached += 1
                     last = time.monotonic()
@@ -345,7 +397,7 @@ def _wait_for_others(p: Prepared, others: list[Cell], tables: dict, failed: dict
         if takeover:
             ray_up.start()
             progress.note(f"taking over {len(takeover)} cell(s) whose run is gone")
-            run_grid(resolved, takeover, p.store, p.datasets, extra, on_result, progress)
+            run_grid(resolved, takeover, p.store, p.datasets, extra, on_result, progress, tasks)
             last = time.monotonic()
             continue
         if waiting and stall and time.monotonic() - last > stall:
@@ -367,16 +419,3 @@ def _healed(store: Store, t0: float) -> list[dict]:
         return store.quarantined_since(t0)
     except Exception:  # noqa: BLE001 — an unreachable store was reported already
         return []
-
-
-def consolidate(cells: list[Cell], tables: dict[str, pa.Table], failed: dict[str, dict]) -> tuple[pa.Table, list]:
-    """The grid's table — every verified cell in plan order, then this invocation's failed cells — and the
-    keys of cells that are in neither (a store or cluster outage)."""
-    parts = [tables[c.key] for c in cells if c.key in tables]
-    table = pa.concat_tables(parts, promote_options="permissive") if parts else pa.table({})
-    fails = [failed[c.key] for c in cells if c.key in failed and c.key not in tables]
-    if fails:
-        ft = pa.Table.from_pylist(fails)
-        table = pa.concat_tables([table, ft], promote_options="default") if parts else ft
-    missing = [c.key for c in cells if c.key not in tables and c.key not in failed]
-    return table, missing

@@ -4,8 +4,10 @@ Per (dataset): one ``ray.put`` of the data.  Per (dataset, model, seed): one ori
 one task training the shadow originals).  Per forget set: one selection task (adversarial regimes consume
 the original's ref), one gold retrain and, with ``gold.k``, one task training the reference ensemble.  Per cell:
 one task that runs the method and scores it against its gold.  Upstream tasks are created lazily the
-first time a cell needs them, at most ``ray.max_in_flight`` cells are in flight, and results are handled
-in completion order (``ray.wait``).  Application errors are retried ``ray.max_retries`` times; a cell
+first time a cell needs them and dropped when the last cell consuming them is done; at most
+``ray.max_in_flight`` cells are in flight (by default twice what the cluster's CPUs run at once: sized from
+the cluster, :func:`in_flight_limit`), and results are handled in completion order (``ray.wait``), every ready
+one in one pass.  Application errors are retried ``ray.max_retries`` times; a cell
 that still fails comes back as a ``status="failed"`` row carrying its error.
 
 Where it runs (:func:`init_ray`): the cluster ``ray.address`` or RAY_ADDRESS names, checked first (form,
@@ -18,11 +20,13 @@ look each tick, never a wait) and its "running" follows the cluster's alive CPUs
 
 from __future__ import annotations
 
+import collections
 import os
 import socket
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import ray
 
@@ -34,7 +38,8 @@ from .plan import Cell
 from .progress import STAGES, Progress
 from .tasks import cell_task, ensemble_task, forget_task, gold_task, original_task, sequence_task, shadow_task
 
-__all__ = ["FORWARDED_ENV", "Progress", "Upstream", "init_ray", "ray_address", "run_grid"]
+__all__ = ["FORWARDED_ENV", "GridTasks", "Progress", "Upstream", "in_flight_limit", "init_ray", "ray_address",
+           "run_grid"]
 
 TASK_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
             "RAY_USAGE_STATS_ENABLED": "0"}
@@ -163,23 +168,64 @@ def _error(e: BaseException) -> str:
     return f"{type(cause).__name__}: {msg[-1] if msg else ''}"[:2000]
 
 
-class Upstream:
-    """Lazily created, shared refs to the originals, forget sets and golds that cells depend on."""
+@dataclass(frozen=True)
+class GridTasks:
+    """The functions the grid runs as Ray tasks (components/execution/tasks.py).  ``bench/scale.py`` swaps in
+    stand-ins of the same signatures to measure the driver alone; nothing else should."""
 
-    def __init__(self, resolved: Resolved, store: Store, datasets: dict, cells: list[Cell]):
+    original: Callable = original_task
+    forget: Callable = forget_task
+    gold: Callable = gold_task
+    ensemble: Callable = ensemble_task
+    shadow: Callable = shadow_task
+    sequence: Callable = sequence_task
+    cell: Callable = cell_task
+
+
+def _upstream_keys(c: Cell) -> list[str]:
+    """The upstream artifacts cell ``c`` consumes (their keys)."""
+    return [s.key for s in (c.original, c.forget_set, c.gold, c.ensemble, c.shadow, c.sequence) if s is not None]
+
+
+class Upstream:
+    """Lazily created, shared refs to the originals, forget sets and golds that cells depend on.
+
+    Each ref is dropped once the last cell that consumes it has finished (:meth:`release`), so Ray can free the
+    object: the object store holds what the cells in flight and queued next need, not the whole grid's models."""
+
+    def __init__(self, resolved: Resolved, store: Store, datasets: dict, cells: list[Cell],
+                 tasks: GridTasks | None = None):
         cfg = resolved.bench.ray
         opts = _opts(cfg.train, cfg.max_retries)
-        self._original = ray.remote(original_task).options(**opts)
-        self._forget = ray.remote(forget_task).options(**opts)
-        self._gold = ray.remote(gold_task).options(**opts)
-        self._ensemble = ray.remote(ensemble_task).options(**opts)
-        self._shadow = ray.remote(shadow_task).options(**opts)
-        self._sequence = ray.remote(sequence_task).options(**opts)
+        tasks = tasks or GridTasks()
+        self._original = ray.remote(tasks.original).options(**opts)
+        self._forget = ray.remote(tasks.forget).options(**opts)
+        self._gold = ray.remote(tasks.gold).options(**opts)
+        self._ensemble = ray.remote(tasks.ensemble).options(**opts)
+        self._shadow = ray.remote(tasks.shadow).options(**opts)
+        self._sequence = ray.remote(tasks.sequence).options(**opts)
         self.store = store
         self.bench = ray.put(resolved.bench)
         self.datasets = {n: ray.put(ds) for n, ds in datasets.items() if any(c.dataset == n for c in cells)}
         self._refs: dict[str, ray.ObjectRef] = {}
         self._pending: dict[ray.ObjectRef, tuple[str, str]] = {}  # submitted, not seen finished: (stage, key)
+        self._uses: dict[str, int] = {}  # cells not yet finished that consume each upstream artifact
+        for c in cells:
+            for key in _upstream_keys(c):
+                self._uses[key] = self._uses.get(key, 0) + 1
+
+    def release(self, c: Cell) -> None:
+        """Cell ``c`` is done (ok or failed): drop the refs no unfinished cell needs any more."""
+        for key in _upstream_keys(c):
+            left = self._uses.get(key, 1) - 1
+            self._uses[key] = left
+            if left <= 0:
+                self._refs.pop(key, None)
+
+    @property
+    def held(self) -> int:
+        """Upstream refs held right now."""
+        return len(self._refs)
 
     def _once(self, attr: str, key: str, submit: Callable[[], ray.ObjectRef]) -> ray.ObjectRef:
         """The ref of artifact ``key`` (the Cell attribute ``attr`` names its progress stage), calling ``submit()``
@@ -225,9 +271,15 @@ class Upstream:
         return e, s, q
 
 
+def in_flight_limit(cfg: RayConfig, slots: int) -> int:
+    """Cells submitted at once: ``ray.max_in_flight``, or (null) twice the cells the cluster can run at once, at
+    least 16, so every slot has a cell waiting without the driver queueing the whole grid in Ray."""
+    return cfg.max_in_flight if cfg.max_in_flight is not None else max(16, 2 * slots)
+
+
 def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict,
              extra: Callable[[Cell], dict], on_result: Callable[[Cell, dict], None],
-             progress: Progress) -> list[dict]:
+             progress: Progress, tasks: GridTasks | None = None) -> list[dict]:
     """Run ``cells`` on the connected Ray cluster; calls ``on_result(cell, result)`` as each finishes, and
     keeps ``progress`` (cells and the upstream stages) current.
 
@@ -238,25 +290,28 @@ def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict
     for each), so the caller reports what finished and exits 1.
     """
     cfg = resolved.bench.ray
-    r_cell = ray.remote(cell_task).options(**_opts(cfg.cell, cfg.max_retries))
-    upstream = Upstream(resolved, store, datasets, cells)
+    r_cell = ray.remote((tasks or GridTasks()).cell).options(**_opts(cfg.cell, cfg.max_retries))
+    upstream = Upstream(resolved, store, datasets, cells, tasks)
     progress.expect(cells)
     progress.begin()
     progress.slots = _slots(cfg.cell.num_cpus, progress.slots)
-    queue = list(cells)
+    queue = collections.deque(cells)
     inflight: dict[ray.ObjectRef, Cell] = {}
     rows: list[dict] = []
     stall = cfg.stall_timeout_s
     last = time.monotonic()  # when a cell last finished (or the grid started)
     while queue or inflight:
-        while queue and len(inflight) < cfg.max_in_flight:
-            c = queue.pop(0)
+        limit = in_flight_limit(cfg, progress.slots)
+        while queue and len(inflight) < limit:
+            c = queue.popleft()
             ds, o, f, g = upstream(c)
             e, s, q = upstream.references(c)
             inflight[r_cell.remote(store, c, ds, upstream.bench, o, f, g, extra(c), e, s, q)] = c
         progress.in_flight = len(inflight)
         timeout = _TICK_S if not stall else max(0.0, min(_TICK_S, last + stall - time.monotonic()))
-        done, _ = ray.wait(list(inflight), num_returns=1, timeout=timeout)
+        done, rest = ray.wait(list(inflight), num_returns=1, timeout=timeout)
+        if done and rest:  # every other cell that is ready too: one pass of the loop for all of them
+            done += ray.wait(rest, num_returns=len(rest), timeout=0, fetch_local=False)[0]
         for stage, key in upstream.finished():  # a look, not a wait: the cells' wait above sets the pace
             progress.stage_done(stage, key)
         slots = _slots(cfg.cell.num_cpus, progress.slots)
@@ -279,6 +334,7 @@ def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict
                 result = _failed(c, extra, _error(e))
                 progress.failed += 1
             rows.append(result["row"])
+            upstream.release(c)
             progress.in_flight = len(inflight)
             on_result(c, result)
             progress.show()

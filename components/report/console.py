@@ -55,12 +55,12 @@ def _value(mean: float, lo: float, hi: float, best: bool) -> str:
     return f"{mean:.{_DIGITS}f}" + (f"±{half:.{_DIGITS}f}" if half > 0 else "") + (BEST_MARK if best else " ")
 
 
-def summary_table(rows: list[dict], cols: tuple[str, ...] = CONSOLE_METRICS) -> str:
+def summary_table(rows: pd.DataFrame | list[dict], cols: tuple[str, ...] = CONSOLE_METRICS) -> str:
     """Console view of :func:`components.report.summary`: per (dataset, model, regime), every method's mean
     ± half-width of its 95% CI across seeds, with direction arrows, best-per-column and tuned marks (module
     docstring), and a legend under the last block."""
     pairs = [p for c in cols if (p := _gold_pair(c))]
-    table = summary(rows, metrics=(*cols, *pairs)) if rows else None
+    table = summary(rows, metrics=(*cols, *pairs)) if len(rows) else None
     if table is None or table.empty:
         return "(no finished cells)"
     header = "".join(f"{c} {ARROWS[direction(c)]} ".rjust(_W) for c in cols)
