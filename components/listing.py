@@ -115,13 +115,13 @@ def _presets() -> str:
 
 def set_keys(resolved: Any) -> list[list[str]]:
     """``[key, type, value]`` for every dotted key ``--set`` takes: the benchmark's fields (nested ones dotted),
-    then ``<method>.<field>`` for every registered method.  Keys the config refuses (``train.epochs``, a gold
-    retrain's recipe fields) are left out."""
+    then ``<method>.<field>`` for every registered method.  Keys the config refuses (``train.epochs``,
+    ``model.name``, a gold retrain's recipe fields) are left out."""
     from sragu_core.methods import METHODS
     from sragu_core.training import TrainConfig
 
     recipe = {f.name for f in dataclasses.fields(TrainConfig)}
-    rows = [r for r in config_keys(resolved.bench) if r[0] != "train.epochs"]
+    rows = [r for r in config_keys(resolved.bench) if r[0] not in ("train.epochs", "model.name")]
     for name in METHODS:
         skip = recipe if METHODS[name].retrains else set()
         rows += [r for r in config_keys(resolved.methods[name], name) if r[0].partition(".")[2] not in skip]

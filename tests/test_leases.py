@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import boto3
@@ -61,6 +62,28 @@ def test_only_one_of_two_drivers_gets_a_claim_and_a_dead_drivers_claim_is_taken_
     store.put_json("leases/drivers/far.json", {**remote, "time": time.time() - 61})
     with Leases(store, ttl_s=60) as e:
         assert not e.alive("far") and e.claim("k3")
+
+
+def test_claims_in_parallel_split_a_grid_between_two_drivers_and_background_releases_finish_on_exit(store):
+    keys = [f"k{i:03d}" for i in range(60)]  # enough to go through the thread pool
+    with Leases(store, ttl_s=60) as a, Leases(store, ttl_s=60) as b:
+        first = a.claim_many(keys[:40], threads=8)
+        second = b.claim_many(keys, threads=8)  # a holds the first 40: b gets exactly the other 20
+        assert first == keys[:40] and second == keys[40:]
+        assert a.held == frozenset(keys[:40]) and b.held == frozenset(keys[40:])
+        released, real = [], a.release
+
+        def spy(key):  # which thread released what
+            released.append((key, threading.current_thread().name))
+            real(key)
+
+        a.release = spy
+        for k in first:
+            a.release_later(k)
+    # leaving a's context waited for its background releases: all 40, each off the caller's thread
+    assert sorted(k for k, _ in released) == keys[:40]
+    assert all(name.startswith("sragu-release") for _, name in released)
+    assert store.list("leases/cells/") == []
 
 
 def test_a_driver_releases_its_claims_and_heartbeat_on_exit(store):

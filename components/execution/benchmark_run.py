@@ -81,7 +81,8 @@ def run_benchmark(p: Prepared, *, tuned: dict | None = None, tasks: GridTasks | 
         if todo:
             ray_up.start()  # a cluster that went away since preflight fails here, before any file
         with Leases(p.store, p.resolved.bench.ray.lease_ttl_s) as leases:
-            mine = [c for c in todo if leases.claim(c.key)]
+            claimed = set(leases.claim_many([c.key for c in todo]))
+            mine = [c for c in todo if c.key in claimed]
             others = [c for c in todo if c.key not in leases.held]
             if others:  # their upstream tasks are the other driver's (a takeover counts its cells again)
                 progress.expect(mine, replace=True)
@@ -228,7 +229,7 @@ def _run(p: Prepared, cells: list[Cell], done: set[str], mine: list[Cell], other
                 spool.add(row)
             else:
                 failed[cell.key] = row
-            leases.release(cell.key)
+            leases.release_later(cell.key)
             if per_cell:
                 tracking.submit(_cell_job(resolved, cell, row, result["alpha_omega"]))
 

@@ -299,7 +299,7 @@ def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict
     inflight: dict[ray.ObjectRef, Cell] = {}
     rows: list[dict] = []
     stall = cfg.stall_timeout_s
-    last = time.monotonic()  # when a cell last finished (or the grid started)
+    last = checked = time.monotonic()  # when a cell last finished (or the grid started); the slots last read
     while queue or inflight:
         limit = in_flight_limit(cfg, progress.slots)
         while queue and len(inflight) < limit:
@@ -314,7 +314,10 @@ def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict
             done += ray.wait(rest, num_returns=len(rest), timeout=0, fetch_local=False)[0]
         for stage, key in upstream.finished():  # a look, not a wait: the cells' wait above sets the pace
             progress.stage_done(stage, key)
-        slots = _slots(cfg.cell.num_cpus, progress.slots)
+        # the cluster's CPUs: a GCS call (~2 ms), so once a tick, not once a result
+        slots = progress.slots
+        if not done or time.monotonic() - checked >= _TICK_S:
+            slots, checked = _slots(cfg.cell.num_cpus, progress.slots), time.monotonic()
         if slots != progress.slots:  # a node joined or was lost: the status line says so, in a log too
             progress.slots = slots
             if not done:

@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 
@@ -57,6 +58,7 @@ class Leases:
         self._held: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._releaser: ThreadPoolExecutor | None = None
 
     # ---------------------------------------------------------------- heartbeat
     def beat(self) -> None:
@@ -80,6 +82,8 @@ class Leases:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._releaser is not None:
+            self._releaser.shutdown(wait=True)
         for key in list(self._held):
             self.release(key)
         try:
@@ -136,6 +140,24 @@ class Leases:
             self._held.add(cell_key)
             return True
         return False
+
+    def claim_many(self, keys: list[str], threads: int = 16) -> list[str]:
+        """:meth:`claim` every key, ``threads`` at a time (one store round trip each: on S3 a 10,000-cell grid
+        would otherwise spend minutes claiming); the keys claimed, in order."""
+        if len(keys) < 2 * threads:
+            return [k for k in keys if self.claim(k)]
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sragu-claim") as pool:
+            won = list(pool.map(self.claim, keys))
+        return [k for k, ok in zip(keys, won) if ok]
+
+    def release_later(self, cell_key: str) -> None:
+        """:meth:`release` on a background thread: the grid's loop does not wait for the store's two round
+        trips.  Leaving the context waits for every release."""
+        if cell_key not in self._held:
+            return
+        if self._releaser is None:
+            self._releaser = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sragu-release")
+        self._releaser.submit(self.release, cell_key)
 
     def release(self, cell_key: str) -> None:
         if cell_key not in self._held:
