@@ -43,6 +43,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -164,12 +165,22 @@ def _load(store: Store, key: str, path_of: Callable[[str], str],
 
 
 def _read_many(store: Store, keys: Sequence[str], path_of: Callable[[str], str],
-               keep: bool, local=None) -> tuple[pa.Table | None, list[str], dict[str, str]]:
+               keep: bool, local=None, failed: threading.Event | None = None
+               ) -> tuple[pa.Table | None, list[str], dict[str, str]]:
     """(the verified tables of ``keys`` concatenated in order if ``keep``, the keys that verified, ``{key:
-    reason}`` of corrupt files) for one thread's share of a chunk; the one-row tables die here."""
+    reason}`` of corrupt files) for one thread's share of a chunk; the one-row tables die here.  ``failed``:
+    set by the first slice whose read raises, so the slices already running or started before the caller
+    cancels the rest stop at their next file instead of trying every one."""
     tables, ok, bad = [], [], {}
     for key in keys:
-        table, why = _load(store, key, path_of, local)
+        if failed is not None and failed.is_set():
+            return None, [], {}
+        try:
+            table, why = _load(store, key, path_of, local)
+        except BaseException:
+            if failed is not None:
+                failed.set()
+            raise
         if table is not None:
             ok.append(key)
             if keep:
@@ -194,7 +205,8 @@ def _chunks(store: Store, keys: Sequence[str], path_of: Callable[[str], str], ke
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="consolidate") as pool:
         for start in range(0, len(keys), chunk):
             batch = keys[start : start + chunk]
-            futures = [pool.submit(_read_many, store, batch[i : i + step], path_of, keep, local)
+            failed = threading.Event()
+            futures = [pool.submit(_read_many, store, batch[i : i + step], path_of, keep, local, failed)
                        for i in range(0, len(batch), step)]
             try:
                 results = [f.result() for f in futures]
