@@ -15,6 +15,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rt", dir="/tmp")
 
 import atexit
+import contextlib
 import shutil
 import signal
 import socket
@@ -30,6 +31,23 @@ BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
 atexit.register(shutil.rmtree, os.environ["RAY_TMPDIR"], ignore_errors=True)
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@contextlib.contextmanager
+def s3_bucket_env(endpoint: str, bucket: str):
+    """For a ``with`` block: the AWS variables pointing at the moto server ``endpoint``, and ``bucket`` there
+    (created when absent); yields ``endpoint``."""
+    import boto3
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+        mp.setenv("AWS_ENDPOINT_URL", endpoint)
+        for k, v in AWS_ENV.items():
+            mp.setenv(k, v)
+        client = boto3.client("s3", endpoint_url=endpoint, region_name=AWS_ENV["AWS_DEFAULT_REGION"])
+        if bucket not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
+            client.create_bucket(Bucket=bucket)
+        yield endpoint
 
 
 def free_port() -> int:

@@ -14,7 +14,7 @@ import weakref
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import AWS_ENV
+from conftest import s3_bucket_env
 
 import components.io.consolidate as consolidate
 from components.execution.tasks import cell_path, read_cell
@@ -332,15 +332,8 @@ def test_bad_arguments_are_refused():
 @pytest.fixture(scope="module")
 def s3_endpoint(s3_server):
     """The session's moto S3 server with the AWS variables pointing at it and one bucket."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-        mp.setenv("AWS_ENDPOINT_URL", s3_server)
-        for k, v in AWS_ENV.items():
-            mp.setenv(k, v)
-        client = Store(f"s3://{BUCKET}").boto3_client()
-        if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
-            client.create_bucket(Bucket=BUCKET)
-        yield s3_server
+    with s3_bucket_env(s3_server, BUCKET) as endpoint:
+        yield endpoint
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import uuid
 import pyarrow as pa
 import pytest
 import torch
-from conftest import AWS_ENV, free_port
+from conftest import AWS_ENV, free_port, s3_bucket_env
 
 from components.io.store import Store
 from sragu_core.errors import ConfigError
@@ -23,15 +23,8 @@ BUCKET = "sragu-test"
 @pytest.fixture(scope="module")
 def s3_endpoint(s3_server):
     """The session's moto S3 server with the AWS variables pointing at it and one bucket."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-        mp.setenv("AWS_ENDPOINT_URL", s3_server)
-        for k, v in AWS_ENV.items():
-            mp.setenv(k, v)
-        client = Store(f"s3://{BUCKET}").boto3_client()
-        if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
-            client.create_bucket(Bucket=BUCKET)
-        yield s3_server
+    with s3_bucket_env(s3_server, BUCKET) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.service)])

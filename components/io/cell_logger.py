@@ -22,7 +22,7 @@ import collections
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["CellJob", "CellLogger"]
@@ -40,7 +40,6 @@ class CellJob:
     tags: dict
     status: str = "FINISHED"
     alpha_omega: list[dict] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class CellLogger:
