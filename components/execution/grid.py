@@ -1,9 +1,10 @@
 """Fans the benchmark grid out on Ray: a DAG of tasks chained through object refs (docs/design.md §7).
 
-Per (dataset): one ``ray.put`` of the data.  Per (dataset, model, seed): one original (and, with ``shadow.n``,
-one task training the shadow originals).  Per forget set: one selection task (adversarial regimes consume
-the original's ref), one gold retrain and, with ``gold.k``, one task training the reference ensemble.  Per cell:
-one task that runs the method and scores it against its gold.  Upstream tasks are created lazily the
+Per (dataset): one ``ray.put`` of the data, deserialized once per worker process (:mod:`.shared`).  Per
+(dataset, model, seed): one original (and, with ``shadow.n``, one task training the shadow originals).  Per
+forget set: one selection task (adversarial regimes consume the original's ref), one gold retrain and, with
+``gold.k``, one task training the reference ensemble.  Per cell: one task that runs the method and scores it
+against its gold.  Upstream tasks are created lazily the
 first time a cell needs them and dropped when the last cell consuming them is done; at most
 ``ray.max_in_flight`` cells are in flight (by default twice what the cluster's CPUs run at once: sized from
 the cluster, :func:`in_flight_limit`), and results are handled in completion order (``ray.wait``), every ready
@@ -36,6 +37,7 @@ from ..config import RayConfig, Resolved, TaskResources
 from ..io.store import Store
 from .plan import Cell
 from .progress import STAGES, Progress
+from .shared import Shared, resolving
 from .tasks import cell_task, ensemble_task, forget_task, gold_task, original_task, sequence_task, shadow_task
 
 __all__ = ["FORWARDED_ENV", "GridTasks", "Progress", "Upstream", "in_flight_limit", "init_ray", "ray_address",
@@ -198,15 +200,16 @@ class Upstream:
         cfg = resolved.bench.ray
         opts = _opts(cfg.train, cfg.max_retries)
         tasks = tasks or GridTasks()
-        self._original = ray.remote(tasks.original).options(**opts)
-        self._forget = ray.remote(tasks.forget).options(**opts)
-        self._gold = ray.remote(tasks.gold).options(**opts)
-        self._ensemble = ray.remote(tasks.ensemble).options(**opts)
-        self._shadow = ray.remote(tasks.shadow).options(**opts)
-        self._sequence = ray.remote(tasks.sequence).options(**opts)
+        self._original = ray.remote(resolving(tasks.original)).options(**opts)
+        self._forget = ray.remote(resolving(tasks.forget)).options(**opts)
+        self._gold = ray.remote(resolving(tasks.gold)).options(**opts)
+        self._ensemble = ray.remote(resolving(tasks.ensemble)).options(**opts)
+        self._shadow = ray.remote(resolving(tasks.shadow)).options(**opts)
+        self._sequence = ray.remote(resolving(tasks.sequence)).options(**opts)
         self.store = store
-        self.bench = ray.put(resolved.bench)
-        self.datasets = {n: ray.put(ds) for n, ds in datasets.items() if any(c.dataset == n for c in cells)}
+        # deserialized once per worker process, not once per task (shared.py)
+        self.bench = Shared(ray.put(resolved.bench))
+        self.datasets = {n: Shared(ray.put(ds)) for n, ds in datasets.items() if any(c.dataset == n for c in cells)}
         self._refs: dict[str, ray.ObjectRef] = {}
         self._pending: dict[ray.ObjectRef, tuple[str, str]] = {}  # submitted, not seen finished: (stage, key)
         self._uses: dict[str, int] = {}  # cells not yet finished that consume each upstream artifact
@@ -290,7 +293,7 @@ def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict
     for each), so the caller reports what finished and exits 1.
     """
     cfg = resolved.bench.ray
-    r_cell = ray.remote((tasks or GridTasks()).cell).options(**_opts(cfg.cell, cfg.max_retries))
+    r_cell = ray.remote(resolving((tasks or GridTasks()).cell)).options(**_opts(cfg.cell, cfg.max_retries))
     upstream = Upstream(resolved, store, datasets, cells, tasks)
     progress.expect(cells)
     progress.begin()

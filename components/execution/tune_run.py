@@ -206,7 +206,7 @@ def prepare_cells(resolved: Resolved, settings: TuneSettings, store: Store, data
     device = pick_device(bench.device)
     out = []
     for c in cells:
-        _, o, f, g = ray.get(list(upstream(c)))
+        o, f, g = ray.get(list(upstream(c)[1:]))
         ds = prepared(datasets[c.dataset], c.original.alter, c.seed)  # the data θ0 trained on
         inputs = cell_inputs(ds, f.forget, c.forget)
         original = build(bench, c.model, ds, o.state)
