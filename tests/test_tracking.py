@@ -21,6 +21,7 @@ import pytest  # noqa: E402
 from conftest import free_port  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from components.io.mlflow_values import display_value, flatten  # noqa: E402
 from components.io.tracking import (  # noqa: E402
     CELLS,
     TrackedRun,
@@ -28,8 +29,6 @@ from components.io.tracking import (  # noqa: E402
     alpha_omega_figure,
     applicable_params,
     default_tracking_uri,
-    display_value,
-    flatten,
     resolve_tracking_uri,
     ui_link,
 )

@@ -162,8 +162,8 @@ def test_group_runs_hold_the_same_cells_as_one_run_per_cell(tmp_path, mlflow_ser
     import pyarrow.parquet as pq
     from conftest import ROOT
 
-    from components.io.tracking import _split_metrics as split
-    from components.io.tracking import cells_from_mlflow, row_metrics
+    from components.io.mlflow_values import cells_from_mlflow, row_metrics
+    from components.io.mlflow_values import split_metrics as split
 
     uri = mlflow_server[0]
     env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "MLFLOW_TRACKING_URI": uri,

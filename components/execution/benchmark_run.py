@@ -34,8 +34,9 @@ from ..config import Resolved
 from ..io.cell_logger import CellJob
 from ..io.consolidate import RowSpool, consolidate_cells, verify_cells
 from ..io.leases import Leases
+from ..io.mlflow_values import row_metrics
 from ..io.store import Store, is_corrupt, reason
-from ..io.tracking import TrackedRun, redact, row_metrics
+from ..io.tracking import TrackedRun, redact
 from ..report import summary_table, write_report
 from .grid import GridTasks, init_ray, run_grid
 from .plan import Cell, code_hash, git_revision, plan_cells

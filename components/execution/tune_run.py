@@ -56,8 +56,9 @@ from sragu_core.methods import METHODS, run_method
 from sragu_core.metrics import accuracy, js, kl_to_gold, pd, predict, tv
 
 from ..config import Resolved, TaskResources
+from ..io.mlflow_values import display_value
 from ..io.store import Store
-from ..io.tracking import TRIALS, Tracker, display_value
+from ..io.tracking import TRIALS, Tracker
 from .compute import CellInputs, build, cell_inputs, pick_device, prepared
 from .grid import Upstream, init_ray
 from .plan import plan_cells

@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import numbers
 import os
 import re
 import shutil
@@ -68,6 +66,7 @@ from mlflow.tracking import MlflowClient
 from sragu_core.errors import ConfigError
 
 from .cell_logger import CellJob, CellLogger
+from .mlflow_values import MAX_TAG_VAL, as_params, as_tags, clip, flatten, jsonable, split_metrics
 from .mlflow_view import (
     CELLS,
     IMAGE,
@@ -87,11 +86,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["CELLS", "GROUP_KEYS", "TRIALS", "RunsView", "Tracker", "ParentRun", "TrackedRun", "alpha_omega_figure",
-           "cells_from_mlflow", "row_metrics",
-           "applicable_params", "default_tracking_uri", "display_value", "flatten", "redact", "resolve_tracking_uri",
-           "ui_link"]
+           "applicable_params", "default_tracking_uri", "redact", "resolve_tracking_uri", "ui_link"]
 
-_MAX_PARAM_VAL, _MAX_TAG_VAL, _PARAMS_PER_BATCH, _METRICS_PER_BATCH = 6000, 8000, 100, 1000
+_PARAMS_PER_BATCH, _METRICS_PER_BATCH = 100, 1000
 _STATUSES = ("FINISHED", "FAILED", "KILLED")
 _FIGURE_LOCK = threading.Lock()  # one α/ω figure drawn at a time, whichever thread logs
 _ENV = "MLFLOW_TRACKING_URI"
@@ -99,7 +96,6 @@ _ENV = "MLFLOW_TRACKING_URI"
 # settings of these variables win
 HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
-_SIG_DIGITS = 6  # params and tags show floats to this many significant digits (metrics keep full precision)
 _MAX_NOTE = 5000  # experiment tags hold at most 5000 characters (run tags 8000)
 GROUP_KEYS = ("dataset", "model", "regime", "method")  # a group run's cells: every seed of one method on one regime
 
@@ -112,21 +108,6 @@ def default_tracking_uri(run_root: Path) -> str:
 def resolve_tracking_uri(run_root: Path) -> str:
     """``$MLFLOW_TRACKING_URI`` when set (a server), else the local SQLite file under ``run_root``."""
     return os.environ.get(_ENV) or default_tracking_uri(run_root)
-
-
-def flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts (and dataclasses) → one level with dotted keys: ``{"train": {"lr": 0.1}}`` → ``train.lr``."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if dataclasses.is_dataclass(v) and not isinstance(v, type):
-            v = dataclasses.asdict(v)
-        sub = flatten(v, key + ".") if isinstance(v, Mapping) and v else {key: v}
-        for sk, sv in sub.items():
-            if sk in out:  # {"a.b": 1, "a": {"b": 2}} — MLflow would reject the whole batch
-                raise ValueError(f"flattened key {sk!r} occurs twice; rename one of them")
-            out[sk] = sv
-    return out
 
 
 class CellRunRef(NamedTuple):
@@ -243,7 +224,7 @@ class Tracker:
         have = self.client.get_experiment(exp_id).tags
         want = {KIND[0]: KIND[1]}
         if not have.get(NOTE_TAG):
-            want[NOTE_TAG] = _clip(self.view.description, _MAX_NOTE)
+            want[NOTE_TAG] = clip(self.view.description, _MAX_NOTE)
         view_tag, view = VIEW_TAG + self.view.key, self.view.tag_value()
         if view_body(have.get(view_tag)) != view_body(view):
             want[view_tag] = view
@@ -275,16 +256,16 @@ class Tracker:
     def start_parent(self, run_name: str, config: dict, tags: dict) -> str:
         """Create the invocation's run; log the flattened config as params and as ``config.json``.  The experiment
         is prepared for the UI first (:meth:`prepare_experiment`)."""
-        flat = _params(config)  # a bad config fails here, before a run exists
+        flat = as_params(config)  # a bad config fails here, before a run exists
         self.prepare_experiment()
         note = (f"**{run_name}**: running (started {time.strftime('%Y-%m-%d %H:%M:%S')}). Its resolved config is in "
                 f"the params and `config.json`; its {self.view.role}s are the child runs.")
         run = self.client.create_run(self.experiment_id(), run_name=run_name,
-                                     tags={**_tag_values(tags), "sragu.role": "parent", NOTE_TAG: note})
+                                     tags={**as_tags(tags), "sragu.role": "parent", NOTE_TAG: note})
         run_id = run.info.run_id
         with self._fail_run_on_error(run_id):
             self._log_params(run_id, flat)
-            self.client.log_dict(run_id, _jsonable(config), "config.json")
+            self.client.log_dict(run_id, jsonable(config), "config.json")
         return run_id
 
     def finish_parent(self, parent_id: str, *, artifacts: dict[str, Path] | None = None,
@@ -295,7 +276,7 @@ class Tracker:
         if missing:  # before logging anything: never a half-logged parent
             raise FileNotFoundError(f"artifacts to log do not exist: {missing}")
         with self._fail_run_on_error(parent_id):
-            nums, strings, _ = _split_metrics(metrics or {})
+            nums, strings, _ = split_metrics(metrics or {})
             self._log_metrics(parent_id, nums)
             for k, v in strings.items():
                 self.client.set_tag(parent_id, k, v)
@@ -313,7 +294,7 @@ class Tracker:
             yield parent
         except BaseException as e:
             try:
-                self.client.set_tag(parent.run_id, "error", _clip(f"{type(e).__name__}: {e}", _MAX_TAG_VAL))
+                self.client.set_tag(parent.run_id, "error", clip(f"{type(e).__name__}: {e}", MAX_TAG_VAL))
                 status = getattr(e, "run_status", "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
                 self.client.set_terminated(parent.run_id, status=status)
             except Exception:  # noqa: BLE001, S110 — the original error is the one to report
@@ -345,9 +326,9 @@ class Tracker:
             _check_status(status)
             earlier = self._cell_runs(cell_key) if earlier is None else list(earlier)
             model = str(tags.get("model") or "")
-            flat = _params(applicable_params(flatten(params), model=model if model not in ("", "None") else None))
-            nums, strings, skipped = _split_metrics(metrics)
-            run_tags = {**_tag_values(strings), **_tag_values(tags), "mlflow.parentRunId": parent_id,
+            flat = as_params(applicable_params(flatten(params), model=model if model not in ("", "None") else None))
+            nums, strings, skipped = split_metrics(metrics)
+            run_tags = {**as_tags(strings), **as_tags(tags), "mlflow.parentRunId": parent_id,
                         "sragu.cell_key": cell_key, "sragu.role": "cell"}
             if skipped:
                 run_tags["sragu.skipped_metrics"] = ",".join(skipped)
@@ -358,7 +339,7 @@ class Tracker:
             with self._fail_run_on_error(run_id):
                 self._log_batch(run_id, flat, nums)
                 for name, rows in (tables or {}).items():
-                    text = json.dumps(_jsonable(rows), indent=1, allow_nan=False)
+                    text = json.dumps(jsonable(rows), indent=1, allow_nan=False)
                     self.client.log_text(run_id, text, name if name.endswith(".json") else f"{name}.json")
                 for name, fig in (figures or {}).items():
                     self.client.log_figure(run_id, fig, name if PurePosixPath(name).suffix else f"{name}.png")
@@ -388,11 +369,11 @@ class Tracker:
             means = ok.select_dtypes("number").mean(numeric_only=True).to_dict()
             means = {k: v for k, v in means.items() if k not in ("seed",)}
             means.update(cells_ok=len(ok), cells_failed=len(g) - len(ok))
-            nums, _, skipped = _split_metrics(means)
+            nums, _, skipped = split_metrics(means)
             model = str(coords.get("model") or "")
-            flat = _params({k: v for k, v in applicable_params(flatten(params_of(g.iloc[0].to_dict())),
+            flat = as_params({k: v for k, v in applicable_params(flatten(params_of(g.iloc[0].to_dict())),
                                                                  model=model or None).items() if k != "seed"})
-            tags = {**_tag_values(coords), "sragu.role": "group", "mlflow.parentRunId": parent_id,
+            tags = {**as_tags(coords), "sragu.role": "group", "mlflow.parentRunId": parent_id,
                     "sragu.group": "/".join(str(coords[k]) for k in keys)}
             if skipped:
                 tags["sragu.skipped_metrics"] = ",".join(skipped)
@@ -566,7 +547,7 @@ class Tracker:
             yield
         except BaseException as e:
             try:
-                self.client.set_tag(run_id, "error", _clip(f"logging failed: {type(e).__name__}: {e}", _MAX_TAG_VAL))
+                self.client.set_tag(run_id, "error", clip(f"logging failed: {type(e).__name__}: {e}", MAX_TAG_VAL))
                 self.client.set_terminated(run_id, status="FAILED")
             except Exception:  # noqa: BLE001, S110 — the original error is the one to report
                 pass
@@ -638,7 +619,7 @@ class TrackedRun:
         client = self.tracker.client
         try:
             with _fail_fast():
-                client.set_tag(self.parent.run_id, "error", _clip(why, _MAX_TAG_VAL))
+                client.set_tag(self.parent.run_id, "error", clip(why, MAX_TAG_VAL))
                 client.set_terminated(self.parent.run_id, status=status)
         except Exception:  # noqa: BLE001, S110 — the next run ends it (end_orphans)
             pass
@@ -739,44 +720,6 @@ def pa_table(df):
     return pa.Table.from_pandas(df, preserve_index=False)
 
 
-def row_metrics(row: Mapping) -> dict:
-    """A result row as a cell run's metrics: the row, with ``layer_multipliers`` (JSON) spread into one
-    ``multiplier.<layer>`` metric per layer (the effective step multiplier c·ω_ℓ SRAGU applied)."""
-    metrics = dict(row)
-    if isinstance(row.get("layer_multipliers"), str) and row["layer_multipliers"]:
-        metrics.update({f"multiplier.{k}": v for k, v in json.loads(metrics.pop("layer_multipliers")).items()})
-    return metrics
-
-
-def cells_from_mlflow(client: MlflowClient, experiment_id: str, parent_id: str) -> list[dict]:
-    """The cells a parent run holds, read back from MLflow whichever way they were logged: ``{"cell_key": ...,
-    <metric>: value}`` with every finite number of the cell (its run's metrics, or :func:`row_metrics` of its row
-    in a group run's ``cells.parquet``; bools as 0/1), sorted by cell key.  What a per-cell and a per-group log of
-    one grid must agree on."""
-    import pyarrow.parquet as pq
-
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=1000,
-                                  page_token=token)
-        runs += list(page)
-        token = page.token
-        if not token:
-            break
-    out: dict[str, dict] = {}
-    for r in runs:
-        role = r.data.tags.get("sragu.role")
-        if role == "cell":
-            key = r.data.tags["sragu.cell_key"]
-            out[key] = {"cell_key": key, **r.data.metrics}
-        elif role == "group":
-            with tempfile.TemporaryDirectory() as tmp:
-                path = client.download_artifacts(r.info.run_id, "cells.parquet", tmp)
-                for row in pq.read_table(path).to_pylist():
-                    out[row["cell_key"]] = {"cell_key": row["cell_key"], **_split_metrics(row_metrics(row))[0]}
-    return [out[k] for k in sorted(out)]
-
-
 def alpha_omega_figure(rows: list[dict]) -> Figure:
     """The per-layer α and step-multiplier figure the report draws (:func:`components.report.plots.
     alpha_omega_figure`: layers labelled by name and shape, unreliable α marked), for a cell's MLflow run."""
@@ -852,66 +795,6 @@ def _check_status(status: str) -> None:
         raise ConfigError("status", status, f"one of {', '.join(_STATUSES)}")
 
 
-def _float(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _scalar(v: Any) -> Any:
-    """numpy scalars and 0-d tensors → Python scalars."""
-    return v.item() if hasattr(v, "item") and getattr(v, "ndim", None) == 0 else v
-
-
-def _split_metrics(metrics: Mapping) -> tuple[dict[str, float], dict[str, str], list[str]]:
-    """(finite numbers, strings → tags, skipped keys); bools count as 0/1."""
-    nums: dict[str, float] = {}
-    strings: dict[str, str] = {}
-    skipped: list[str] = []
-    for k, v in flatten(metrics).items():
-        v = _scalar(v)
-        if isinstance(v, numbers.Real) and math.isfinite(float(v)):
-            nums[k] = float(v)
-        elif v is None or isinstance(v, numbers.Real):
-            skipped.append(k)
-        else:
-            strings[k] = _clip(_param_str(v), _MAX_TAG_VAL)
-    return nums, strings, skipped
-
-
-def _params(params: Mapping) -> list[Param]:
-    return [Param(k, _clip(_param_str(v), _MAX_PARAM_VAL)) for k, v in flatten(params).items()]
-
-
-def _param_str(v: Any) -> str:
-    v = _scalar(v)
-    if isinstance(v, str):
-        return v
-    if isinstance(v, (list, tuple, set, frozenset, Mapping)):
-        return json.dumps(_rounded(_jsonable(v)), default=str)
-    return display_value(v)
-
-
-def display_value(v: Any) -> str:
-    """A param's or tag's text: a float to 6 significant digits (``0.06499999999`` → ``0.065``, ``2.0`` stays
-    ``2.0``, ``1e-05`` stays), anything else ``str``.  Metrics keep full precision; this is what a table shows."""
-    v = _scalar(v)
-    if isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral):
-        return repr(float(f"{float(v):.{_SIG_DIGITS}g}"))
-    return str(v)
-
-
-def _rounded(x: Any) -> Any:
-    if isinstance(x, float):
-        return float(f"{x:.{_SIG_DIGITS}g}")
-    if isinstance(x, list):
-        return [_rounded(v) for v in x]
-    if isinstance(x, dict):
-        return {k: _rounded(v) for k, v in x.items()}
-    return x
-
-
 def _parent_note(status: str, metrics: Mapping[str, float], report: tuple[str, str] | None) -> str:
     """The parent run's description once it ends: status and counts, then the report's opening (its title and
     first section, without images) and where the whole report is."""
@@ -920,34 +803,8 @@ def _parent_note(status: str, metrics: Mapping[str, float], report: tuple[str, s
     if report:
         head = re.split(r"\n## ", report[1], maxsplit=1)[0]
         head = "\n".join(ln for ln in head.splitlines() if not IMAGE.search(ln)).strip()
-        lines += ["", _clip(head, 3000), "", f"The whole report, with its figures: artifact `{report[0]}`."]
-    return _clip("\n".join(lines), _MAX_TAG_VAL)
-
-
-def _tag_values(tags: Mapping) -> dict[str, str]:
-    return {str(k): _clip(_param_str(v), _MAX_TAG_VAL) for k, v in tags.items()}
-
-
-def _clip(s: str, n: int) -> str:
-    return s if len(s) <= n else s[: n - 1] + "…"
-
-
-def _jsonable(x: Any) -> Any:
-    """Strict-JSON version of configs and tables: NaN/inf → null, tuples/sets → lists, paths → str."""
-    x = _scalar(x)
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        x = dataclasses.asdict(x)
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (set, frozenset)):
-        return sorted((_jsonable(v) for v in x), key=str)
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if x is None or isinstance(x, (str, int, bool)):
-        return x
-    return str(x)
+        lines += ["", clip(head, 3000), "", f"The whole report, with its figures: artifact `{report[0]}`."]
+    return clip("\n".join(lines), MAX_TAG_VAL)
 
 
 def _close(figures: Mapping | None) -> None:
