@@ -6,15 +6,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import json
 import pickle
+import struct
 import time
 import uuid
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import AWS_ENV, free_port, s3_bucket_env
 
-from components.io.store import Store
+from components.io.store import CorruptObject, Store, is_corrupt
 from sragu_core.errors import ConfigError
 
 BUCKET = "sragu-test"
@@ -122,6 +124,39 @@ def test_read_table_unions_columns(store):
     assert rows["a"]["note"] is None and rows["b"]["note"] == "hi"
     assert table.schema.field("acc").type == pa.float64() and rows["b"]["acc"] == 1.0  # int widened
     assert store.read_table([]).num_rows == 0
+
+
+def test_a_flipped_bit_in_a_value_is_caught_by_the_page_checksum(store):
+    """Cell files carry page checksums and reads verify them: without, the changed value reads back quietly."""
+    value = 0.1234567891234
+    store.write_rows("cells/v.parquet", [{"cell_key": "v", "acc": value, "note": "hi"}])
+    data = bytearray(store.get_bytes("cells/v.parquet"))
+    at = data.find(struct.pack("<d", value))  # the first copy: the data page (statistics come after it)
+    data[at + 3] ^= 0x10
+    store.put_bytes("cells/v.parquet", bytes(data))
+    quiet = pq.ParquetFile(pa.BufferReader(bytes(data))).read().column("acc")[0].as_py()
+    assert quiet != value  # what an unverified read returns
+    with pytest.raises(CorruptObject, match="CRC checksum verification failed") as e:
+        store.read_rows("cells/v.parquet")
+    assert is_corrupt(e.value)
+
+
+def test_damaged_parquet_is_content_an_absent_object_is_not(store):
+    """pyarrow reports a garbled footer as OSError, which is_corrupt cannot tell from an outage; the store
+    fetches the bytes first and decodes them in memory, so the damage comes back as CorruptObject."""
+    store.write_rows("cells/d.parquet", [{"cell_key": "d", "acc": 0.5}])
+    data = store.get_bytes("cells/d.parquet")
+    n = struct.unpack("<i", data[-8:-4])[0]
+    store.put_bytes("cells/d.parquet", data[: -8 - n] + b"\xff" * n + data[-8:])
+    with pytest.raises(OSError) as raw:
+        pq.ParquetFile(pa.BufferReader(store.get_bytes("cells/d.parquet"))).read()
+    assert not is_corrupt(raw.value)
+    with pytest.raises(CorruptObject, match="OSError.*thrift") as e:
+        store.read_table(["cells/d.parquet"])
+    assert is_corrupt(e.value)
+    with pytest.raises(FileNotFoundError) as gone:
+        store.read_rows("cells/none.parquet")
+    assert not is_corrupt(gone.value)
 
 
 # ---- pickling and atomicity ----------------------------------------------------------------------

@@ -24,7 +24,9 @@ only shows once complete. A reader never sees half a file under its final key. `
 Reads verify, and what fails verification heals: :meth:`Store.quarantine` moves an object whose content is
 unreadable or not what its key promises to ``quarantine/<stamp>/<key>`` (with ``<key>.reason.json`` next to
 it) so the next reader recomputes it instead of failing on it forever.  :func:`is_corrupt` tells content
-errors (quarantine and recompute) from an unreachable store (fail the cell, keep the object).
+errors (quarantine and recompute) from an unreachable store (fail the cell, keep the object).  Parquet objects
+are written with page checksums, fetched whole and decoded in memory (:func:`parquet_from_bytes`), so a
+damaged file is content (``CorruptObject``) whatever exception pyarrow raises for it.
 
 :meth:`Store.create` writes a key only if it does not exist yet (``O_EXCL`` locally, ``If-None-Match: *``
 on S3): the primitive behind the cell claims of ``components/io/leases.py``.
@@ -53,7 +55,7 @@ import pyarrow.parquet as pq
 
 from sragu_core.errors import ConfigError
 
-__all__ = ["CorruptObject", "Store", "is_corrupt", "reason", "rows_table"]
+__all__ = ["CorruptObject", "Store", "is_corrupt", "parquet_from_bytes", "reason", "rows_table"]
 
 _PARTIAL = ".partial"  # suffix of in-flight local temp files; never listed
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
@@ -110,7 +112,26 @@ def reason(e: BaseException) -> str:
 
 
 class CorruptObject(ValueError):
-    """An object that was read fine but is not what its key promises (another cell's row, a wrong key)."""
+    """An object that was read fine but is not what its key promises (another cell's row, a wrong key), or whose
+    bytes do not decode."""
+
+
+def parquet_from_bytes(data: bytes) -> pa.Table:
+    """The table in ``data`` (a whole Parquet file, already fetched), its page checksums verified where it has
+    them; CorruptObject with the decoder's reason when it does not decode.
+
+    The bytes are in memory, so whatever goes wrong here is about their content, whatever the exception type:
+    pyarrow reports a damaged footer or page as ``OSError`` ("Couldn't deserialize thrift", "Corrupt snappy
+    compressed data"), which :func:`is_corrupt` could not tell from a network error.  ``pre_buffer=False`` and
+    ``use_threads=False``: one-row files decode fastest on the calling thread, and ``pq.read_table`` on a
+    damaged file now and then aborts the interpreter at exit (apache/arrow#34314)."""
+    try:
+        return pq.ParquetFile(pa.BufferReader(data), pre_buffer=False,
+                              page_checksum_verification=True).read(use_threads=False)
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 — see the docstring: content, whatever the type
+        raise CorruptObject(reason(e)) from e
 
 
 class Store:
@@ -354,15 +375,15 @@ class Store:
         return torch.load(io.BytesIO(self.get_bytes(key)), map_location="cpu", weights_only=True)
 
     def write_rows(self, key: str, rows: list[dict]) -> None:
-        """One Parquet object; columns are the union of the rows' keys, nested values JSON strings."""
+        """One Parquet object; columns are the union of the rows' keys, nested values JSON strings.  Its pages
+        carry CRC32 checksums, which every read verifies: a flipped byte in a value is caught, not read."""
         table = rows_table(rows)
-        self._write(key, lambda f: pq.write_table(table, f))
+        self._write(key, lambda f: pq.write_table(table, f, write_page_checksum=True))
 
     def _read_one(self, key: str) -> pa.Table:
-        try:
-            return pq.read_table(self._path(key), filesystem=self.fs)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{self.uri}: no object {key!r}") from None
+        """Fetched whole, then decoded (:func:`parquet_from_bytes`): a fetch fails as the store fails
+        (unreachable, missing), a decode as CorruptObject."""
+        return parquet_from_bytes(self.get_bytes(key))
 
     def read_rows(self, key: str) -> list[dict]:
         return self._read_one(key).to_pylist()
