@@ -50,7 +50,7 @@ METHODS = ("retrain_indep", "original", "agu", "sragu", "sragu_permuted", "grad_
            "neggrad_plus", "salun", "l1_sparse")
 REGIMES = ("random:0.1", "high_loss:0.05")
 # a smoke-preset row's columns beyond the cell's coordinates and the driver's extras, and their types
-_FLOATS = ("forget_fraction", "gold_time_s", "method_time_s", "spectral_time_s", "peak_mem_mb", "forget_acc",
+_FLOATS = ("gold_time_s", "method_time_s", "spectral_time_s", "peak_mem_mb", "forget_acc",
            "gold_forget_acc", "retain_acc", "gold_retain_acc", "test_acc", "gold_test_acc", "val_acc",
            "gold_val_acc", "kl_to_gold", "pd", "tv", "js", "kl_to_gold_test", "pd_test", "tv_test", "js_test",
            "mia_auc", "gold_mia_auc", "mia_efficacy", "gold_mia_efficacy", "mia_gap", "forget_acc_gap",
@@ -78,6 +78,7 @@ def stub_cell(store, cell, ds, bench, original, forget, gold, extra, ensemble=No
            **extra, "stop_reason": "max_iters", "layer_multipliers": ""}
     row.update({k: rng.random() for k in _FLOATS})
     row.update({k: rng.randrange(1, 5000) for k in _INTS})
+    row["forget_fraction"] = cell.forget.fraction  # the regime's, as in a real row (the report groups by it)
     store.write_rows(cell_path(cell.key), [row])
     return {"row": row, "alpha_omega": None, "epoch_trace": []}
 

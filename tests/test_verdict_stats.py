@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 
 from components import report as R
+from components.report.verdict import _BOOT_BATCH_VALUES
 from sragu_core.evaluate import METRICS, metrics_in
 
 NAN = float("nan")
@@ -101,6 +102,16 @@ def test_bootstrap_is_scipy_bca_with_a_fixed_seed():
     assert R.paired_stats(d, NAN, n_boot=2000, seed=3) == s  # deterministic
     small = R.paired_stats(SAMPLES["n3"], NAN)  # tiny n: finite, and narrower than the t interval
     assert small["t_lo"] < small["boot_lo"] < small["boot_hi"] < small["t_hi"]
+
+
+def test_a_large_sample_is_resampled_in_batches_with_the_same_interval():
+    """5,000 differences: resampled a few hundred at a time (bounded memory), the interval scipy gives for all
+    resamples at once from the same seed."""
+    d = np.random.default_rng(11).normal(0.1, 1.0, 5000)
+    s = R.paired_stats(d, NAN, n_boot=2000, seed=3)
+    ref = stats.bootstrap((d,), np.mean, n_resamples=2000, method="BCa", rng=np.random.default_rng(3))
+    assert _BOOT_BATCH_VALUES // d.size < 2000  # batched here
+    assert (s["boot_lo"], s["boot_hi"]) == (ref.confidence_interval.low, ref.confidence_interval.high)
 
 
 def test_degenerate_inputs():

@@ -26,12 +26,8 @@ Verification is :func:`components.execution.tasks.read_cell`'s: a cell file must
 ``cell_key`` is its key.  A file's bytes are fetched first and decoded from memory, so the two failures
 are told apart by where they happen, not by the exception type: fetching can fail because the store is
 unreachable (raised, unless :func:`~components.io.store.is_corrupt` says otherwise), decoding bytes already
-in memory can only fail because of their content (corrupt, with the decoder's reason).  This matters for
-Parquet: pyarrow reports a damaged footer or page as ``OSError`` ("Couldn't deserialize thrift", "Corrupt
-snappy compressed data"), which ``is_corrupt`` cannot tell from a network error and so does not count as
-content.  (Decoding uses ``ParquetFile(pre_buffer=False).read(use_threads=False)``, not ``pq.read_table``:
-faster for one-row files, and ``read_table`` on a damaged file now and then aborts the interpreter at exit,
-apache/arrow#34314.)
+in memory can only fail because of their content (corrupt, with the decoder's reason:
+:func:`~components.io.store.parquet_from_bytes`, which also verifies the pages' checksums).
 
 This module knows nothing of the execution layer: the caller names where a key's file is (``path_of``,
 normally ``tasks.cell_path``).
@@ -53,7 +49,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .store import CorruptObject, Store, is_corrupt, reason, rows_table
+from .store import CorruptObject, Store, is_corrupt, parquet_from_bytes, reason, rows_table
 
 __all__ = ["ConsolidateResult", "RowSpool", "consolidate_cells", "verify_cells"]
 
@@ -86,14 +82,7 @@ def _check(table: pa.Table, key: str) -> pa.Table:
 
 def _decode(data: bytes, key: str) -> pa.Table:
     """The verified one-row table in ``data`` (a whole cell file); CorruptObject when it is not one."""
-    try:
-        # one thread per file: the files are tiny and the pool already reads many at once
-        table = pq.ParquetFile(pa.BufferReader(data), pre_buffer=False).read(use_threads=False)
-    except MemoryError:
-        raise
-    except Exception as e:  # the bytes are in memory: whatever the decoder says is about their content
-        raise CorruptObject(reason(e)) from e
-    return _check(table, key)
+    return _check(parquet_from_bytes(data), key)
 
 
 class RowSpool:
@@ -123,12 +112,17 @@ class RowSpool:
     def flush(self) -> None:
         self._f.flush()
 
-    def table(self, key: str) -> pa.Table | None:
-        """The one-row table of ``key``, or None when this run did not receive it (thread-safe: ``pread``)."""
+    def row(self, key: str) -> dict | None:
+        """The row of ``key``, or None when this run did not receive it (thread-safe: ``pread``)."""
         at = self._index.get(key)
         if at is None:
             return None
-        return rows_table([json.loads(os.pread(self._f.fileno(), at[1], at[0]))])
+        return json.loads(os.pread(self._f.fileno(), at[1], at[0]))
+
+    def table(self, key: str) -> pa.Table | None:
+        """The one-row table of ``key`` (what its cell file holds), or None when this run did not receive it."""
+        row = self.row(key)
+        return None if row is None else rows_table([row])
 
     def close(self, remove: bool = True) -> None:
         self._f.close()
@@ -143,13 +137,9 @@ def _plain(x: Any) -> Any:
     raise TypeError(f"{type(x).__name__} is not JSON-serialisable")
 
 
-def _load(store: Store, key: str, path_of: Callable[[str], str],
-          local: Callable[[str], pa.Table | None] | None = None) -> tuple[pa.Table | None, str | None]:
+def _load(store: Store, key: str, path_of: Callable[[str], str]) -> tuple[pa.Table | None, str | None]:
     """(table, None) for a verified cell file, (None, None) when there is no file, (None, reason) when it is
-    corrupt.  An unreachable store raises.  ``local(key)``: the cell's table when the caller holds it (a
-    :class:`RowSpool`), read instead of the store."""
-    if local is not None and (table := local(key)) is not None:
-        return table, None
+    corrupt.  An unreachable store raises."""
     try:
         try:
             with store.fs.open_input_stream(store._path(path_of(key))) as f:
@@ -170,13 +160,24 @@ def _read_many(store: Store, keys: Sequence[str], path_of: Callable[[str], str],
     """(the verified tables of ``keys`` concatenated in order if ``keep``, the keys that verified, ``{key:
     reason}`` of corrupt files) for one thread's share of a chunk; the one-row tables die here.  ``failed``:
     set by the first slice whose read raises, so the slices already running or started before the caller
-    cancels the rest stop at their next file instead of trying every one."""
-    tables, ok, bad = [], [], {}
+    cancels the rest stop at their next file instead of trying every one.  ``local(key)``: the cell's row when
+    the caller holds it (:meth:`RowSpool.row`), read instead of its file; consecutive such rows become one table
+    (:func:`~components.io.store.rows_table` of them: the concatenation of their one-row tables, built in one
+    call instead of one per cell)."""
+    tables, ok, bad, rows = [], [], {}, []
     for key in keys:
         if failed is not None and failed.is_set():
             return None, [], {}
+        if local is not None and (row := local(key)) is not None:
+            ok.append(key)
+            if keep:
+                rows.append(row)
+            continue
+        if rows:
+            tables.append(rows_table(rows))
+            rows = []
         try:
-            table, why = _load(store, key, path_of, local)
+            table, why = _load(store, key, path_of)
         except BaseException:
             if failed is not None:
                 failed.set()
@@ -187,6 +188,8 @@ def _read_many(store: Store, keys: Sequence[str], path_of: Callable[[str], str],
                 tables.append(table)
         elif why is not None:
             bad[key] = why
+    if rows:
+        tables.append(rows_table(rows))
     return (pa.concat_tables(tables, promote_options="permissive") if tables else None), ok, bad
 
 
@@ -262,7 +265,7 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 def consolidate_cells(store: Store, keys: Sequence[str], failed_rows: Sequence[dict], out_path: str | os.PathLike,
                       *, path_of: Callable[[str], str], chunk: int = 1000, threads: int = 8,
-                      local: Callable[[str], pa.Table | None] | None = None) -> ConsolidateResult:
+                      local: Callable[[str], dict | None] | None = None) -> ConsolidateResult:
     """Write the grid's table to the local Parquet file ``out_path``: the row of every key in ``keys`` whose
     file exists and verifies (in the order of ``keys``), then ``failed_rows`` (in their order, as
     :func:`~components.io.store.rows_table` turns them into a table) except those whose ``cell_key`` has a
@@ -272,7 +275,7 @@ def consolidate_cells(store: Store, keys: Sequence[str], failed_rows: Sequence[d
     time.  Temporary files go in a hidden folder next to ``out_path``, removed on success and on error; the
     file appears complete or not at all.  Corrupt cell files are reported in the result, not quarantined
     (the caller decides).  A store that cannot be reached raises, and nothing is written.  ``local(key)``: a
-    cell's table when the caller holds it (:meth:`RowSpool.table`), used instead of its file."""
+    cell's row when the caller holds it (:meth:`RowSpool.row`), used instead of its file."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".partial"))

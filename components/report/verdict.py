@@ -108,12 +108,17 @@ def _tost(mean: float, se: float, df: int, margin: float) -> float:
     return float(max(p_low, p_high))
 
 
+_BOOT_BATCH_VALUES = 2**20  # resampled values held at once (8 MB); the same interval as one batch, same seed
+
+
 def _bootstrap(d: np.ndarray, alpha: float, n_boot: int, seed: int) -> tuple[float, float]:
+    # in batches: all n_boot resamples at once of a 5,000-seed grid's differences is 400 MB per comparison
+    batch = max(1, _BOOT_BATCH_VALUES // max(1, d.size))
     with warnings.catch_warnings():  # tiny samples: scipy warns that BCa is degenerate; we fall back below
         warnings.simplefilter("ignore")
         for method in ("BCa", "percentile"):
             ci = stats.bootstrap((d,), np.mean, n_resamples=n_boot, confidence_level=1 - alpha, method=method,
-                                 rng=np.random.default_rng(seed)).confidence_interval
+                                 batch=batch, rng=np.random.default_rng(seed)).confidence_interval
             if np.isfinite(ci.low) and np.isfinite(ci.high):
                 return float(ci.low), float(ci.high)
     return _NAN, _NAN
