@@ -282,9 +282,10 @@ def in_flight_limit(cfg: RayConfig, slots: int) -> int:
 
 def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict,
              extra: Callable[[Cell], dict], on_result: Callable[[Cell, dict], None],
-             progress: Progress, tasks: GridTasks | None = None) -> list[dict]:
+             progress: Progress, tasks: GridTasks | None = None) -> int:
     """Run ``cells`` on the connected Ray cluster; calls ``on_result(cell, result)`` as each finishes, and
-    keeps ``progress`` (cells and the upstream stages) current.
+    keeps ``progress`` (cells and the upstream stages) current.  Returns how many cells failed.  The results
+    go to ``on_result`` only: the grid keeps no row (at 100,000 cells that was 700 MB of the driver).
 
     ``extra(cell)`` gives columns the driver adds to that cell's row (code version, tuning marks).  When no
     cell finishes (ok or failed) for ``ray.stall_timeout_s`` seconds (0: wait forever), say a cluster that
@@ -300,7 +301,7 @@ def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict
     progress.slots = _slots(cfg.cell.num_cpus, progress.slots)
     queue = collections.deque(cells)
     inflight: dict[ray.ObjectRef, Cell] = {}
-    rows: list[dict] = []
+    failed = 0
     stall = cfg.stall_timeout_s
     last = checked = time.monotonic()  # when a cell last finished (or the grid started); the slots last read
     while queue or inflight:
@@ -327,7 +328,7 @@ def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict
                 progress.show(force=True)
         if not done:
             if stall and time.monotonic() - last >= stall:
-                rows += _stalled(cfg, inflight, queue, extra, on_result, progress)
+                failed += _stalled(cfg, inflight, queue, extra, on_result, progress)
                 break
             progress.show()  # elapsed and stage counts (off a terminal: only when a line is due)
             continue
@@ -339,7 +340,7 @@ def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict
             except Exception as e:  # noqa: BLE001 — recorded as a failed cell; the grid goes on
                 result = _failed(c, extra, _error(e))
                 progress.failed += 1
-            rows.append(result["row"])
+            failed += result["row"]["status"] != "ok"
             upstream.release(c)
             progress.in_flight = len(inflight)
             on_result(c, result)
@@ -348,7 +349,7 @@ def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict
     else:  # every cell finished, so every task it consumed did: collect the last of them (no waiting, in practice)
         for stage, key in upstream.finished(timeout=_TICK_S):
             progress.stage_done(stage, key)
-    return rows
+    return failed
 
 
 def _slots(cell_cpus: float, current: int) -> int:
@@ -365,8 +366,9 @@ def _failed(c: Cell, extra: Callable[[Cell], dict], error: str) -> dict:
 
 
 def _stalled(cfg: RayConfig, inflight: dict, queue: list[Cell], extra: Callable[[Cell], dict],
-             on_result: Callable[[Cell, dict], None], progress: Progress) -> list[dict]:
-    """Give up on the cells left: cancel those in flight, print one line, return them as failed rows."""
+             on_result: Callable[[Cell, dict], None], progress: Progress) -> int:
+    """Give up on the cells left: cancel those in flight, print one line, hand each to ``on_result`` as a failed
+    row; returns how many."""
     for ref in inflight:
         try:
             ray.cancel(ref, force=True)
@@ -383,11 +385,8 @@ def _stalled(cfg: RayConfig, inflight: dict, queue: list[Cell], extra: Callable[
            f"the cluster has {cpus} CPUs, a cell needs {cfg.cell.num_cpus:g}")
     progress.note(f"{why}; {len(left)} cell{'s' if len(left) != 1 else ''} not run")
     progress.in_flight = 0
-    rows = []
     for c in left:
-        result = _failed(c, extra, why)
         progress.failed += 1
-        rows.append(result["row"])
-        on_result(c, result)
+        on_result(c, _failed(c, extra, why))
     progress.show()
-    return rows
+    return len(left)
