@@ -2,7 +2,7 @@
 MLflow on a real ``mlflow server`` and the store on local disk and on ``moto_server`` (S3).
 
 Command:   python bench/scale.py [--sizes 1000 10000] [--100k] [--stores local s3] [--nodes 4] [--node-cpus 4]
-Runtime:   about 10 minutes here for the defaults.
+Runtime:   about 8 minutes here for the defaults; ``--100k`` adds about 9 minutes on the local store.
 What runs: ``pipelines/benchmark.py``'s own driver (:func:`components.execution.benchmark_run.run_benchmark`:
            planning, store listing and verification, leases, the Ray fan-out, MLflow, consolidation, the report)
            with its Ray tasks swapped for stand-ins (:class:`components.execution.grid.GridTasks`), so the driver,
