@@ -4,8 +4,8 @@ Per (dataset): one ``ray.put`` of the data, deserialized once per worker process
 (dataset, model, seed): one original (and, with ``shadow.n``, one task training the shadow originals).  Per
 forget set: one selection task (adversarial regimes consume the original's ref), one gold retrain and, with
 ``gold.k``, one task training the reference ensemble.  Per cell: one task that runs the method and scores it
-against its gold.  Upstream tasks are created lazily the
-first time a cell needs them and dropped when the last cell consuming them is done; at most
+against its gold.  Upstream tasks are created lazily the first time a cell needs them and dropped when the last
+cell consuming them is done; at most
 ``ray.max_in_flight`` cells are in flight (by default twice what the cluster's CPUs run at once: sized from
 the cluster, :func:`in_flight_limit`), and results are handled in completion order (``ray.wait``), every ready
 one in one pass.  Application errors are retried ``ray.max_retries`` times; a cell
@@ -285,7 +285,7 @@ def run_grid(resolved: Resolved, cells: list[Cell], store: Store, datasets: dict
              progress: Progress, tasks: GridTasks | None = None) -> int:
     """Run ``cells`` on the connected Ray cluster; calls ``on_result(cell, result)`` as each finishes, and
     keeps ``progress`` (cells and the upstream stages) current.  Returns how many cells failed.  The results
-    go to ``on_result`` only: the grid keeps no row (at 100,000 cells that was 700 MB of the driver).
+    go to ``on_result`` only: the grid keeps no row (at 100,000 cells that was about 400 MB of the driver).
 
     ``extra(cell)`` gives columns the driver adds to that cell's row (code version, tuning marks).  When no
     cell finishes (ok or failed) for ``ray.stall_timeout_s`` seconds (0: wait forever), say a cluster that
