@@ -7,8 +7,9 @@ wraps such refs in :class:`Shared`, which Ray passes through unresolved, and wra
 :func:`resolving`, which looks the value up in a small per-process cache (:func:`resolve`) before calling the
 task.  The tasks themselves still take plain values, so tests call them directly.
 
-What the cache asks of the tasks: they must not change a shared value in place, since the next task on that
-worker reads the same object (``tests/test_shared.py`` checks every registered method against this).
+What the cache costs: a worker keeps the dataset it last used between tasks (:data:`CACHE_SIZE`).  What it
+asks of the tasks: they must not change a shared value in place, since the next task on that worker reads the
+same object (``tests/test_shared.py`` checks every registered method against this).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import ray
 
 __all__ = ["CACHE_SIZE", "Shared", "cache_info", "resolve", "resolving"]
 
-CACHE_SIZE = 4  # values kept per worker process: a grid shares its config and one object per dataset
+# values kept per worker process: the config and the dataset in use.  Cells come dataset by dataset (plan order),
+# so a worker rarely switches; a dataset (CIFAR-10 as float32 is about 740 MB) is not kept once another is used
+CACHE_SIZE = 2
 
 _cache: collections.OrderedDict[str, Any] = collections.OrderedDict()
 _lock = threading.Lock()
