@@ -33,7 +33,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 sys.path.insert(0, str(ROOT))
+from components.local_servers import free_port, stop_process_group, wait_http  # noqa: E402
 
 BIN = Path(sys.executable).parent
 METHODS = ("retrain_indep", "original", "agu", "sragu", "sragu_permuted", "grad_ascent", "finetune",
@@ -140,42 +140,11 @@ def _cpu() -> float:
 
 
 # ---------------------------------------------------------------------------------------------- servers
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args[0]} exited {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=1)  # noqa: S310 — a local server this script started
-            return
-        except Exception:  # noqa: BLE001
-            time.sleep(0.3)
-    raise SystemExit(f"{url} did not answer in {timeout:.0f} s")
-
-
 def _start(args: list[str], url: str, env: dict | None = None) -> subprocess.Popen:
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             env=env)
-    _wait(url, proc, 90)
+    wait_http(url, proc, 90)
     return proc
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    import signal
-
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def main(argv: list[str]) -> int:
@@ -197,7 +166,7 @@ def main(argv: list[str]) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="sragu-scale-"))
     procs = []
     try:
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         env.pop("MLFLOW_TRACKING_URI", None)
         procs.append(_start([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
@@ -207,7 +176,7 @@ def main(argv: list[str]) -> int:
         tracking = f"http://127.0.0.1:{port}"
         s3 = None
         if "s3" in a.stores:
-            s3_port = _free_port()
+            s3_port = free_port()
             procs.append(_start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
                                 f"http://127.0.0.1:{s3_port}"))
             s3 = f"http://127.0.0.1:{s3_port}"
@@ -256,7 +225,7 @@ def main(argv: list[str]) -> int:
         return 0
     finally:
         for p in procs:
-            _stop(p)
+            stop_process_group(p)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -17,18 +17,18 @@ os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rt", dir="/tmp")
 import atexit
 import contextlib
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from components.local_servers import free_port, stop_process_group  # noqa: F401 — tests import them from here
+from components.local_servers import wait_http as _wait_http
+
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
+
 atexit.register(shutil.rmtree, os.environ["RAY_TMPDIR"], ignore_errors=True)
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -48,38 +48,6 @@ def s3_bucket_env(endpoint: str, bucket: str):
         if bucket not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
             client.create_bucket(Bucket=bucket)
         yield endpoint
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            tail = log.read_text()[-3000:] if log and log.exists() else ""
-            raise RuntimeError(f"{url} did not answer within {timeout:.0f} s\n{tail}")
-        time.sleep(0.2)
-
-
-def stop_process_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group a test started (SIGKILL after 10 s); nothing else on the machine."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 @pytest.fixture(scope="session")
